@@ -1,0 +1,1 @@
+"""Reading run folders back: metrics curves, summaries and the plots drawn from them."""

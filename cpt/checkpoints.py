@@ -1,0 +1,114 @@
+"""Where a run's model comes from: `init=scratch | hf:<id or folder>[@rev] | ckpt:<file>`.
+
+`init` loads weights only (the start of continual pre-training: fresh optimizer, step 0); `resume`
+restores a whole training state through Lightning and is handled by the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+from cpt.models.hf import (
+    CheckpointError,
+    config_from_hf,
+    load_weights,
+    read_state_dict,
+    resolve_folder,
+    state_from_hf,
+)
+from cpt.models.presets import config_from_name
+
+# Fields that change the shapes or the function of the network (not its initialisation).
+_ARCH_FIELDS = [f.name for f in fields(GPTNeoXConfig) if f.name != "initializer_range"]
+
+
+@dataclass
+class InitialModel:
+    config: GPTNeoXConfig
+    state: dict[str, torch.Tensor] | None  # our parameter names; None: random initialisation
+    source: str
+
+
+def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint loaded without unpickling arbitrary objects."""
+    try:
+        return torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({err.__class__.__name__}: {str(err).splitlines()[0]})"
+        ) from None
+
+
+def model_state(checkpoint: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """The LM's weights from a Lightning checkpoint of `CPTModule`."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{source}: no state_dict; expected a checkpoint written by cpt.train"
+        )
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def checkpoint_config(checkpoint: dict[str, Any], source: str) -> GPTNeoXConfig:
+    try:
+        return GPTNeoXConfig.from_dict(checkpoint["hyper_parameters"]["arch"])
+    except (KeyError, TypeError):
+        raise CheckpointError(
+            f"{source}: no architecture in hyper_parameters; expected a cpt.train checkpoint"
+        ) from None
+
+
+def check_agreement(
+    preset: str, expected: GPTNeoXConfig, found: GPTNeoXConfig, source: str
+) -> None:
+    """A preset named beside a checkpoint must describe the same network."""
+    diffs = [
+        f"{name} {getattr(expected, name)} != {getattr(found, name)}"
+        for name in _ARCH_FIELDS
+        if getattr(expected, name) != getattr(found, name)
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"model.name={preset} disagrees with {source}: {', '.join(diffs[:4])}; "
+            "set model.name=null to take the checkpoint's architecture"
+        )
+
+
+def initial_model(init: str, preset: str | None) -> InitialModel:
+    """Architecture and starting weights for `init`, checked against `preset` when both exist."""
+    if init == "scratch":
+        if preset is None:
+            raise CheckpointError("init=scratch needs a model preset (model.name)")
+        return InitialModel(config_from_name(preset), None, "scratch")
+    if init.startswith("hf:"):
+        folder = resolve_folder(init.removeprefix("hf:"))
+        config = config_from_hf(json.loads((folder / "config.json").read_text()), str(folder))
+        state = state_from_hf(read_state_dict(folder), config)
+        found = InitialModel(config, state, str(folder))
+    elif init.startswith("ckpt:"):
+        path = init.removeprefix("ckpt:")
+        checkpoint = read_lightning_checkpoint(path)
+        found = InitialModel(
+            checkpoint_config(checkpoint, path), model_state(checkpoint, path), path
+        )
+    else:
+        raise CheckpointError(
+            f"init={init!r} not understood; expected scratch, hf:<id or folder> or ckpt:<file>"
+        )
+    if preset is not None:
+        check_agreement(preset, config_from_name(preset), found.config, found.source)
+    return found
+
+
+def load_into(model: GPTNeoX, initial: InitialModel) -> None:
+    """Copy the starting weights into `model` (nothing to do for a scratch start)."""
+    if initial.state is not None:
+        load_weights(model, initial.state, initial.source)

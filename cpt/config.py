@@ -1,0 +1,162 @@
+"""Config schemas (dataclasses in Hydra's ConfigStore) and the checks a type cannot express.
+
+The schema makes a typo in a key or a wrongly typed value fail when Hydra composes the config;
+`validate` then checks ranges and combinations, so bad input stops with one line naming the key
+before any data is prepared or any output is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from cpt.models.attention import BACKENDS
+from cpt.models.presets import preset_names
+from cpt.schedules import SCHEDULES, resolve_warmup
+
+
+class ConfigError(ValueError):
+    """A config value that is out of range or contradicts another."""
+
+
+@dataclass
+class ModelConfig:
+    name: Optional[str] = None  # a preset; None takes the architecture of the `init` checkpoint
+    attention: str = "sdpa"
+
+
+@dataclass
+class DomainConfig:
+    source: str = MISSING  # python-docs | python-code | a .jsonl path or glob
+    text_field: str = "text"
+    max_docs: Optional[int] = None
+    val_tokens: int = 32768
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data"  # prepared token files and trained tokenizers are cached here
+    tokenizer: str = "bpe:4096"  # a tokenizer.json path, a hub id, or bpe:<vocab> trained here
+    train: str = MISSING  # the domain trained on; every domain is validated
+    domains: dict[str, DomainConfig] = field(default_factory=dict)
+    seq_len: int = 128
+    micro_batch_size: int = 16
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    max_lr: float = 3e-4
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"
+    warmup: Union[int, float] = 0.01  # int: steps; float in [0, 1): fraction of the run
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    init: str = (
+        "scratch"  # scratch | hf:<hub id or folder>[@revision] | ckpt:<lightning checkpoint>
+    )
+    resume: Optional[str] = None  # a checkpoint whose full training state is restored
+    seed: int = 1234
+    eval_before_fit: bool = True  # validate every domain at step 0 (the "before" of CPT)
+    output_dir: str = MISSING
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and combination checks; raises ConfigError with one line naming the key."""
+    if cfg.model.name is not None and cfg.model.name not in preset_names():
+        _fail("model.name", f"unknown preset {cfg.model.name!r}; expected one of {preset_names()}")
+    if cfg.model.attention not in BACKENDS:
+        _fail(
+            "model.attention", f"{cfg.model.attention!r} unknown; expected one of {list(BACKENDS)}"
+        )
+    _validate_init(cfg)
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if not isinstance(max_steps, int) or max_steps <= 0:
+        _fail("trainer.max_steps", f"expected a positive step count, got {max_steps}")
+    if cfg.optim.max_lr <= 0:
+        _fail("optim.max_lr", f"expected a positive learning rate, got {cfg.optim.max_lr}")
+    if cfg.schedule.name not in SCHEDULES:
+        _fail(
+            "schedule.name",
+            f"unknown schedule {cfg.schedule.name!r}; expected one of {list(SCHEDULES)}",
+        )
+    if not 0.0 <= cfg.schedule.min_lr_ratio <= 1.0:
+        _fail(
+            "schedule.min_lr_ratio", f"expected a value in [0, 1], got {cfg.schedule.min_lr_ratio}"
+        )
+    try:
+        resolve_warmup(cfg.schedule.warmup, max_steps)
+    except ValueError as err:
+        _fail("schedule.warmup", str(err))
+    _validate_data(cfg.data)
+
+
+def _validate_init(cfg: DictConfig) -> None:
+    init = cfg.init
+    if init != "scratch" and not init.startswith(("hf:", "ckpt:")):
+        _fail(
+            "init",
+            f"{init!r} not understood; expected scratch, hf:<hub id or folder> or ckpt:<path>",
+        )
+    if init == "scratch" and cfg.model.name is None:
+        _fail("model.name", "a preset is needed when init=scratch (e.g. model=tiny)")
+    if cfg.resume is not None:
+        if init != "scratch":
+            _fail(
+                "resume",
+                f"given together with init={init}: init loads weights only to start continual "
+                "pre-training, resume restores a full training state; use one",
+            )
+        if not Path(cfg.resume).is_file():
+            _fail("resume", f"{cfg.resume}: no such checkpoint file")
+    if init.startswith("ckpt:") and not Path(init.removeprefix("ckpt:")).expanduser().is_file():
+        _fail("init", f"{init.removeprefix('ckpt:')}: no such checkpoint file")
+
+
+def _validate_data(data: DictConfig) -> None:
+    if not data.domains:
+        _fail("data.domains", "no domain configured; expected at least one (name: {source: ...})")
+    if data.train not in data.domains:
+        _fail("data.train", f"{data.train!r} is not a domain; expected one of {list(data.domains)}")
+    if data.seq_len < 1:
+        _fail("data.seq_len", f"expected a positive length, got {data.seq_len}")
+    if data.micro_batch_size < 1:
+        _fail(
+            "data.micro_batch_size", f"expected a positive batch size, got {data.micro_batch_size}"
+        )
+    for name, domain in data.domains.items():
+        if domain.max_docs is not None and domain.max_docs < 2:
+            _fail(f"data.domains.{name}.max_docs", f"expected at least 2, got {domain.max_docs}")
+        if domain.val_tokens < 1:
+            _fail(
+                f"data.domains.{name}.val_tokens",
+                f"expected a positive count, got {domain.val_tokens}",
+            )

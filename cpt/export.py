@@ -1,0 +1,47 @@
+"""`python -m cpt.export <checkpoint.ckpt> <folder>`: a training checkpoint as a Hugging Face model.
+
+The folder loads with `transformers.GPTNeoXForCausalLM.from_pretrained(folder)`, so a continued model
+can be evaluated by any tool that reads Hugging Face checkpoints. The run's `tokenizer.json` (saved
+beside `checkpoints/` by `cpt.train`) is copied along unless `--tokenizer` names another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cpt.checkpoints import checkpoint_config, model_state, read_lightning_checkpoint
+from cpt.models.gpt_neox import GPTNeoX
+from cpt.models.hf import CheckpointError, load_weights, to_hf
+
+
+def export(checkpoint: str | Path, folder: str | Path, tokenizer: str | Path | None = None) -> Path:
+    checkpoint = Path(checkpoint)
+    state = read_lightning_checkpoint(checkpoint)
+    model = GPTNeoX(checkpoint_config(state, str(checkpoint)))
+    load_weights(model, model_state(state, str(checkpoint)), str(checkpoint))
+    if tokenizer is None:
+        beside_run = checkpoint.resolve().parent.parent / "tokenizer.json"
+        tokenizer = beside_run if beside_run.is_file() else None
+    elif not Path(tokenizer).is_file():
+        raise CheckpointError(f"--tokenizer {tokenizer}: no such file")
+    return to_hf(model, folder, tokenizer_file=tokenizer)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoint", help="a .ckpt written by cpt.train")
+    parser.add_argument("folder", help="output folder (created)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json to copy along")
+    args = parser.parse_args(argv)
+    try:
+        folder = export(args.checkpoint, args.folder, args.tokenizer)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""GPT-NeoX, the Pythia architecture, as one readable PyTorch module.
+
+Parameter names and the fused QKV layout (per head: query, key, value) follow the Hugging Face
+checkpoints, so import and export are a renaming of the top-level prefix and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cpt.models.attention import BACKENDS, attend
+
+
+@dataclass(frozen=True)
+class GPTNeoXConfig:
+    """Architecture of a GPT-NeoX model; field names are the Hugging Face `config.json` ones."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 2048
+    rotary_pct: float = 0.25
+    rotary_emb_base: float = 10000.0
+    use_parallel_residual: bool = True
+    layer_norm_eps: float = 1e-5
+    hidden_act: str = "gelu"
+    attention_bias: bool = True
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if not 0.0 < self.rotary_pct <= 1.0:
+            raise ValueError(f"rotary_pct must be in (0, 1], got {self.rotary_pct}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(
+                f"hidden_act {self.hidden_act!r} is not supported; expected one of "
+                f"{sorted(_ACTIVATIONS)}"
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_ndims(self) -> int:
+        return int(self.head_size * self.rotary_pct)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GPTNeoXConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown GPT-NeoX config keys: {sorted(unknown)}")
+        return cls(**values)
+
+    def num_parameters(self, embeddings: bool = True) -> int:
+        """Parameter count from the shapes alone (no model is built)."""
+        d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        b = 1 if self.attention_bias else 0
+        per_layer = (
+            2 * 2 * d + (3 * d * d + b * 3 * d) + (d * d + b * d) + (d * f + f) + (f * d + d)
+        )
+        body = self.num_hidden_layers * per_layer + 2 * d
+        if not embeddings:
+            return body
+        return body + v * d * (1 if self.tie_word_embeddings else 2)
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for the rotated part of each head (the first `rotary_ndims` channels)."""
+
+    def __init__(self, dim: int, base: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(position_ids.device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        # [batch, 1, seq, dim] so that it broadcasts over heads
+        return emb.cos()[:, None].to(dtype), emb.sin()[:, None].to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first `cos.shape[-1]` channels of every head; pass the rest through."""
+    n = cos.shape[-1]
+    x_rot, x_pass = x[..., :n], x[..., n:]
+    return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GPTNeoXConfig, backend: str) -> None:
+        super().__init__()
+        d, bias = config.hidden_size, config.attention_bias
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.backend = backend
+        self.query_key_value = nn.Linear(d, 3 * d, bias=bias)
+        self.dense = nn.Linear(d, d, bias=bias)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        # Hugging Face layout: per head, [query | key | value] of head_size each
+        qkv = self.query_key_value(x).view(b, t, self.num_heads, 3 * self.head_size)
+        q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)  # [b, heads, t, head_size]
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = attend(q, k, v, self.backend)
+        return self.dense(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__()
+        self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = _ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense_4h_to_h(self.act(self.dense_h_to_4h(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTNeoXConfig, backend: str) -> None:
+        super().__init__()
+        self.use_parallel_residual = config.use_parallel_residual
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = Attention(config, backend)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        attn = self.attention(self.input_layernorm(x), cos, sin)
+        if self.use_parallel_residual:
+            # Pythia: x + attn(ln1(x)) + mlp(ln2(x))
+            return x + attn + self.mlp(self.post_attention_layernorm(x))
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class GPTNeoX(nn.Module):
+    """A causal LM: `forward(input_ids)` returns logits `[batch, seq, vocab]`."""
+
+    def __init__(self, config: GPTNeoXConfig, attention: str = "sdpa") -> None:
+        super().__init__()
+        if attention not in BACKENDS:
+            raise ValueError(f"attention backend {attention!r} unknown; expected one of {BACKENDS}")
+        self.config = config
+        self.embed_in = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            Block(config, attention) for _ in range(config.num_hidden_layers)
+        )
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.embed_out = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.embed_out.weight = self.embed_in.weight
+        self.rotary = RotaryEmbedding(config.rotary_ndims, config.rotary_emb_base)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(initializer_range) for inputs; GPT-NeoX's 'wang_init' for residual outputs."""
+        c = self.config
+        std = c.initializer_range
+        out_std = 2.0 / c.num_hidden_layers / math.sqrt(c.hidden_size)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                is_out = name.endswith(("attention.dense", "mlp.dense_4h_to_h"))
+                nn.init.normal_(module.weight, std=out_std if is_out else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.embed_out(self.hidden_states(input_ids, position_ids))
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final-normed hidden states; kept apart so a loss can avoid materialising all logits."""
+        _, t = input_ids.shape
+        if t > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {t} exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(t, device=input_ids.device)[None]
+        x = self.embed_in(input_ids)
+        cos, sin = self.rotary(position_ids, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return self.final_layer_norm(x)

@@ -1,0 +1,105 @@
+"""The LightningModule: the LM, its loss, AdamW with the LR schedule, validation per domain."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from cpt import schedules
+from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+
+
+class CPTModule(L.LightningModule):
+    """Hyperparameters are plain dicts, so a checkpoint describes its own architecture."""
+
+    def __init__(
+        self,
+        arch: dict[str, Any],
+        attention: str,
+        optim: dict[str, Any],
+        schedule: dict[str, Any],
+        domains: list[str],
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = GPTNeoX(GPTNeoXConfig.from_dict(arch), attention=attention)
+        self.domains = list(domains)
+        self.tokens_seen = 0
+        self.last_val: dict[str, float] = {}
+        self._val_sums = torch.zeros(len(self.domains), 2)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids)
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of a batch of `seq_len + 1` windows."""
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = self.model(inputs)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.tokens_seen += (batch.shape[0] * (batch.shape[1] - 1)) * self.trainer.world_size
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        self.log("train/tokens", float(self.tokens_seen))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(len(self.domains), 2, device=self.device, dtype=torch.float64)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        n = batch.shape[0] * (batch.shape[1] - 1)
+        self._val_sums[dataloader_idx, 0] += self.loss(batch).detach().double() * n
+        self._val_sums[dataloader_idx, 1] += n
+
+    def on_validation_epoch_end(self) -> None:
+        # Token-weighted means, summed over ranks: exact whatever the batch sizes.
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        for i, domain in enumerate(self.domains):
+            if sums[i, 1] == 0:
+                continue
+            loss = float(sums[i, 0] / sums[i, 1])
+            self.last_val[domain] = loss
+            self.log(f"val/{domain}/loss", loss, add_dataloader_idx=False)
+            self.log(f"val/{domain}/ppl", math.exp(min(loss, 50.0)), add_dataloader_idx=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim, sched = self.hparams.optim, self.hparams.schedule
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if param.requires_grad:
+                # matrices and embeddings decay; biases and LayerNorm gains do not
+                (decay if param.ndim >= 2 else no_decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": optim["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=optim["max_lr"],
+            betas=tuple(optim["betas"]),
+            eps=optim["eps"],
+        )
+        lr_at = schedules.build(
+            sched["name"],
+            max_lr=optim["max_lr"],
+            total_steps=self.trainer.max_steps,
+            warmup=sched["warmup"],
+            min_lr_ratio=sched["min_lr_ratio"],
+        )
+        max_lr = optim["max_lr"]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step) / max_lr)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = int(checkpoint.get("tokens_seen", 0))

@@ -1,0 +1,159 @@
+"""Entry point: `python -m cpt.train [overrides]` (add `-m` for a multirun grid).
+
+Reads top-down: validate the config, build the datamodule, the model (from scratch, a Hugging Face
+checkpoint or a cpt checkpoint), callbacks, loggers and trainer; validate before training (the
+"before" of continual pre-training), fit, validate again and write `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cpt import config as config_schema
+from cpt.checkpoints import initial_model, load_into
+from cpt.config import ConfigError, validate
+from cpt.data.corpora import SourceError
+from cpt.data.datamodule import CPTDataModule
+from cpt.data.tokenizer import TokenizerError
+from cpt.data.tokens import DomainSpec
+from cpt.models.hf import CheckpointError
+from cpt.module import CPTModule
+
+log = logging.getLogger(__name__)
+# What a user can get wrong; reported as one line, exit status 2, no traceback.
+USER_ERRORS = (ConfigError, CheckpointError, SourceError, TokenizerError)
+
+config_schema.register()
+# The CSV metrics share the run folder with Hydra's files on purpose.
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+
+
+def build_datamodule(cfg: DictConfig) -> CPTDataModule:
+    data = cfg.data
+    domains = {
+        name: DomainSpec(d.source, d.text_field, d.max_docs, d.val_tokens, cfg.seed)
+        for name, d in data.domains.items()
+    }
+    return CPTDataModule(
+        dir=data.dir,
+        tokenizer=data.tokenizer,
+        domains=domains,
+        train=data.train,
+        seq_len=data.seq_len,
+        micro_batch_size=data.micro_batch_size,
+        num_workers=data.num_workers,
+        seed=cfg.seed,
+    )
+
+
+def _instantiate_all(group: DictConfig) -> list[Any]:
+    """Every entry of a callbacks/logger dict that has a `_target_`, in config order."""
+    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train as `cfg` says; returns the summary that is also written to `summary.json`."""
+    validate(cfg)
+    out = Path(cfg.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    initial = initial_model(cfg.init, cfg.model.name)
+    if cfg.data.seq_len > initial.config.max_position_embeddings:
+        raise ConfigError(
+            f"data.seq_len: {cfg.data.seq_len} exceeds the model's "
+            f"max_position_embeddings {initial.config.max_position_embeddings}"
+        )
+    datamodule = build_datamodule(cfg)
+    if _is_rank_zero():
+        datamodule.prepare_data()
+    if datamodule.vocab_size > initial.config.vocab_size:
+        raise TokenizerError(
+            f"data.tokenizer: {datamodule.vocab_size} tokens do not fit the model's "
+            f"vocab_size {initial.config.vocab_size}"
+        )
+    module = CPTModule(
+        arch=initial.config.to_dict(),
+        attention=cfg.model.attention,
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
+        domains=datamodule.domain_names,
+    )
+    load_into(module.model, initial)
+
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
+    datamodule.tokenizer.save(str(out / "tokenizer.json"))  # a run folder is self-contained
+    loggers = _instantiate_all(cfg.logger)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+    trainer = L.Trainer(
+        **cfg.trainer,
+        callbacks=_instantiate_all(cfg.callbacks),
+        logger=loggers or False,
+        default_root_dir=str(out),
+    )
+    started, finished = time.time(), False
+    try:
+        initial_val = {}
+        if cfg.eval_before_fit and cfg.resume is None:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+            initial_val = dict(module.last_val)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        summary = {
+            "init": cfg.init,
+            "resume": cfg.resume,
+            "train_domain": cfg.data.train,
+            "steps": trainer.global_step,
+            "tokens": module.tokens_seen,
+            "wall_time_s": round(time.time() - started, 2),
+            "initial_val_loss": initial_val,
+            "final_val_loss": dict(module.last_val),
+            "parameters": initial.config.num_parameters(),
+        }
+        if trainer.is_global_zero:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        finished = True
+        return summary
+    finally:
+        _finish_wandb(loggers, finished)
+
+
+def _finish_wandb(loggers: list[Any], finished: bool) -> None:
+    """Close wandb runs even after a failure, so that a multirun never mixes two jobs."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish(exit_code=0 if finished else 1)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = run(cfg)
+    except USER_ERRORS as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    log.info("final validation loss: %s", summary["final_val_loss"])
+
+
+if __name__ == "__main__":
+    main()

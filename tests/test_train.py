@@ -1,0 +1,213 @@
+"""Training composed through the real Hydra config, on CPU, for a few steps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cpt.checkpoints import read_lightning_checkpoint
+from cpt.config import ConfigError
+from cpt.train import run
+from tests.conftest import SMALL_DATA, compose_train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def metrics(out: Path) -> list[dict[str, str]]:
+    with (out / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def adam_steps(checkpoint: Path) -> int:
+    state = read_lightning_checkpoint(checkpoint)["optimizer_states"][0]["state"]
+    return int(next(iter(state.values()))["step"])
+
+
+def test_few_steps_write_summary_metrics_and_config(tiny_run):
+    cfg = tiny_run()
+    summary = run(cfg)
+    out = Path(cfg.output_dir)
+    written = json.loads((out / "summary.json").read_text())
+    assert written == summary
+    assert written["steps"] == 3 and written["tokens"] == 3 * 4 * 32
+    for key in ("initial_val_loss", "final_val_loss"):
+        assert set(written[key]) == {"upstream", "downstream"}
+        assert all(math.isfinite(v) for v in written[key].values())
+    # random init: about ln(vocab) at step 0
+    assert abs(written["initial_val_loss"]["upstream"] - math.log(4096)) < 0.5
+    rows = metrics(out)
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/tokens",
+        "val/upstream/loss",
+        "val/downstream/ppl",
+    } <= set(rows[0])
+    assert (out / "config.resolved.yaml").is_file() and (out / "tokenizer.json").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ckpt_init_starts_cpt_while_resume_continues(tiny_run, tmp_path):
+    upstream = tiny_run("trainer.max_steps=4", out="upstream")
+    first = run(upstream)
+    last = Path(upstream.output_dir) / "checkpoints" / "last.ckpt"
+    assert adam_steps(last) == 4
+
+    # init=ckpt: weights only. Step counter, schedule and optimizer start afresh.
+    cpt = tiny_run(
+        f"init=ckpt:{last}",
+        "data.train=downstream",
+        "trainer.max_steps=4",
+        "schedule.warmup=2",
+        out="cpt",
+    )
+    second = run(cpt)
+    assert second["steps"] == 4 and second["tokens"] == 4 * 4 * 32
+    assert second["initial_val_loss"] == pytest.approx(first["final_val_loss"])
+    lrs = [float(r["train/lr"]) for r in metrics(Path(cpt.output_dir)) if r["train/lr"]]
+    assert lrs[:3] == pytest.approx([0.0, 1.5e-4, 3e-4])  # re-warmed from 0
+    assert adam_steps(Path(cpt.output_dir) / "checkpoints" / "last.ckpt") == 4
+
+    # resume=: the full state. Steps, tokens and Adam's moments continue.
+    resumed = tiny_run(f"resume={last}", "trainer.max_steps=6", out="resumed")
+    third = run(resumed)
+    assert third["steps"] == 6 and third["tokens"] == 6 * 4 * 32
+    assert third["initial_val_loss"] == {}
+    assert adam_steps(Path(resumed.output_dir) / "checkpoints" / "last.ckpt") == 6
+    steps = [int(r["step"]) for r in metrics(Path(resumed.output_dir)) if r["train/loss"]]
+    assert len(steps) == 2 and min(steps) >= 4  # only the two new steps were trained
+
+
+def test_init_and_resume_together_is_an_error(tiny_run, tmp_path):
+    fake = tmp_path / "x.ckpt"
+    fake.write_bytes(b"")
+    with pytest.raises(ConfigError, match="^resume: given together with init=ckpt:"):
+        run(tiny_run(f"init=ckpt:{fake}", f"resume={fake}"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.max_lr=-1", "optim.max_lr: expected a positive learning rate"),
+        ("schedule.min_lr_ratio=1.5", "schedule.min_lr_ratio: expected a value in"),
+        ("schedule.warmup=10", "schedule.warmup: warmup of 10 steps is longer than the run"),
+        ("model.name=pythia-7b", "model.name: unknown preset 'pythia-7b'"),
+        ("model.attention=flash", "model.attention: 'flash' unknown"),
+        ("data.train=german", "data.train: 'german' is not a domain"),
+        ("init=ckpt:/no/such.ckpt", "init: /no/such.ckpt: no such checkpoint file"),
+        ("init=hf", "init: 'hf' not understood"),
+        ("data.seq_len=4096", "data.seq_len: 4096 exceeds the model's max_position_embeddings 512"),
+    ],
+)
+def test_bad_values_fail_with_one_line_before_writing(tiny_run, tmp_path, override, message):
+    cfg = tiny_run(override)
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not Path(cfg.output_dir).exists()
+
+
+def test_typo_in_a_key_fails_at_compose_time(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="Could not override 'optim.max_lrr'"):
+        compose_train(["optim.max_lrr=1e-3", "output_dir=/tmp/x"])
+    # a typo inside a config file (here: a user's own experiment) fails against the schema too
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nschedule:\n  warmpu: 5\n"
+    )
+    with pytest.raises(Exception, match="Key 'warmpu' not in 'ScheduleConfig'"):
+        compose_train(
+            [f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "output_dir=/tmp/x"]
+        )
+    with pytest.raises(Exception, match="Error merging override seed=soon"):
+        compose_train(["trainer.max_steps=3", "seed=soon", "output_dir=/tmp/x"])
+
+
+def test_tokenizer_larger_than_model_vocab(tiny_run):
+    cfg = tiny_run("data.tokenizer=bpe:8192")
+    with pytest.raises(ValueError, match="do not fit the model's vocab_size 4096"):
+        run(cfg)
+
+
+def test_command_line_reports_bad_input_in_one_line(tmp_path, data_dir):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cpt.train",
+            "logger=csv",
+            "debug=fast",
+            f"data.dir={data_dir}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "optim.max_lr=0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: optim.max_lr: expected a positive learning rate, got 0.0"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_wandb_logs_offline_without_a_key(tiny_run, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", "/nonexistent")
+    monkeypatch.setenv("HOME", str(Path(tiny_run().output_dir).parent))
+    cfg = tiny_run("logger=wandb", "trainer.max_steps=2")
+    run(cfg)
+    runs = list((Path(cfg.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert (Path(cfg.output_dir) / "metrics.csv").is_file()  # the CSV logger rides along
+
+
+def test_hf_init_trains_and_exports_back(tiny_run, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_config = transformers.GPTNeoXConfig(
+        vocab_size=640,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    transformers.GPTNeoXForCausalLM(hf_config).save_pretrained(tmp_path / "upstream_hf")
+    cfg = tiny_run(
+        f"init=hf:{tmp_path / 'upstream_hf'}", "model=from_init", "data.train=downstream"
+    )
+    summary = run(cfg)
+    assert summary["steps"] == 3 and summary["parameters"] < 200_000
+
+    from cpt.export import export
+
+    exported = export(Path(cfg.output_dir) / "checkpoints" / "last.ckpt", tmp_path / "exported")
+    assert (exported / "tokenizer.json").is_file()
+    model = transformers.GPTNeoXForCausalLM.from_pretrained(exported).eval()
+    state = read_lightning_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.ckpt")[
+        "state_dict"
+    ]
+    assert torch.equal(model.gpt_neox.embed_in.weight, state["model.embed_in.weight"])
+
+    mismatch = tiny_run(f"init=hf:{tmp_path / 'upstream_hf'}", "model=pythia-14m")
+    with pytest.raises(ValueError, match="model.name=pythia-14m disagrees"):
+        run(mismatch)
+
+
+def test_small_data_overrides_compose():
+    cfg = compose_train([*SMALL_DATA, "output_dir=/tmp/x"])
+    assert cfg.data.domains.upstream.max_docs == 40 and cfg.model.name == "tiny"
