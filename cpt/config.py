@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cpt.models.attention import BACKENDS
 from cpt.models.presets import preset_names
@@ -40,7 +40,7 @@ class DomainConfig:
 @dataclass
 class DataConfig:
     dir: str = "data"  # prepared token files and trained tokenizers are cached here
-    tokenizer: str = "bpe:4096"  # a tokenizer.json path, a hub id, or bpe:<vocab> trained here
+    tokenizer: str = MISSING  # a tokenizer.json path, a hub id, or bpe:<vocab> trained here
     train: str = MISSING  # the domain trained on; every domain is validated
     domains: dict[str, DomainConfig] = field(default_factory=dict)
     seq_len: int = 128
@@ -91,6 +91,9 @@ def _fail(key: str, message: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range and combination checks; raises ConfigError with one line naming the key."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        _fail(missing[0], f"no value given (???); set it on the command line, e.g. {missing[0]}=...")
     if cfg.model.name is not None and cfg.model.name not in preset_names():
         _fail("model.name", f"unknown preset {cfg.model.name!r}; expected one of {preset_names()}")
     if cfg.model.attention not in BACKENDS:

@@ -38,6 +38,8 @@ USER_ERRORS = (ConfigError, CheckpointError, SourceError, TokenizerError)
 config_schema.register()
 # The CSV metrics share the run folder with Hydra's files on purpose.
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+# Raised inside Lightning itself with recent torch; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def build_datamodule(cfg: DictConfig) -> CPTDataModule:

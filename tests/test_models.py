@@ -128,13 +128,14 @@ class _Payload:
         return (print, ("this ran while loading",))
 
 
-def test_pickle_with_code_is_refused(tmp_path):
+def test_pickle_with_code_is_refused(tmp_path, capfd):
     hf = random_hf()
     hf.config.save_pretrained(tmp_path)
     with open(tmp_path / "pytorch_model.bin", "wb") as handle:
         pickle.dump({"x": _Payload()}, handle)
     with pytest.raises(CheckpointError, match="refused to load"):
         from_hf(str(tmp_path))
+    assert "this ran while loading" not in capfd.readouterr().out
 
 
 def test_other_architecture_is_refused(tmp_path):
