@@ -31,21 +31,30 @@ class ModelConfig:
 
 @dataclass
 class DomainConfig:
-    source: str = MISSING  # python-docs | python-code | a .jsonl path or glob
+    source: str = MISSING  # python-docs | python-code | files (path or glob) | hf:<dataset> | a prepared folder
     text_field: str = "text"
-    max_docs: Optional[int] = None
-    val_tokens: int = 32768
+    hf_config: Optional[str] = None  # for hf: sources
+    split: str = "train"  # for hf: sources
+    streaming: bool = False  # for hf: sources too large to download whole
+    max_docs: Optional[int] = None  # use only the first documents of the source
+    val_tokens: int = 32768  # held-out documents, fixed across runs
+    max_tokens: Optional[int] = None  # train on a fixed seeded subset of this many tokens (epochs)
+    seen_by: Optional[str] = None  # a checkpoint: replay only the windows that run trained on
 
 
 @dataclass
 class DataConfig:
     dir: str = "data"  # prepared token files and trained tokenizers are cached here
     tokenizer: str = MISSING  # a tokenizer.json path, a hub id, or bpe:<vocab> trained here
-    train: str = MISSING  # the domain trained on; every domain is validated
+    train: Optional[str] = None  # shorthand for mixture {train: 1.0}; every domain is validated
+    mixture: dict[str, float] = field(default_factory=dict)  # training weights, e.g. replay
     domains: dict[str, DomainConfig] = field(default_factory=dict)
     seq_len: int = 128
     micro_batch_size: int = 16
-    num_workers: int = 0
+    num_workers: int = 0  # dataloader workers
+    prepare_workers: int = 2  # tokenization processes
+    shard_tokens: int = 268435456  # tokens per shard file (512 MB of uint16)
+    document_aware: bool = False  # attention and positions restart at each document
 
 
 @dataclass
@@ -93,7 +102,9 @@ def validate(cfg: DictConfig) -> None:
     """Range and combination checks; raises ConfigError with one line naming the key."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        _fail(missing[0], f"no value given (???); set it on the command line, e.g. {missing[0]}=...")
+        _fail(
+            missing[0], f"no value given (???); set it on the command line, e.g. {missing[0]}=..."
+        )
     if cfg.model.name is not None and cfg.model.name not in preset_names():
         _fail("model.name", f"unknown preset {cfg.model.name!r}; expected one of {preset_names()}")
     if cfg.model.attention not in BACKENDS:
@@ -147,8 +158,21 @@ def _validate_init(cfg: DictConfig) -> None:
 def _validate_data(data: DictConfig) -> None:
     if not data.domains:
         _fail("data.domains", "no domain configured; expected at least one (name: {source: ...})")
-    if data.train not in data.domains:
-        _fail("data.train", f"{data.train!r} is not a domain; expected one of {list(data.domains)}")
+    if not data.mixture:
+        if data.train is None:
+            _fail("data.train", "no training domain; set data.train or data.mixture")
+        if data.train not in data.domains:
+            _fail(
+                "data.train",
+                f"{data.train!r} is not a domain; expected one of {list(data.domains)}",
+            )
+    for name, weight in data.mixture.items():
+        if name not in data.domains:
+            _fail(f"data.mixture.{name}", f"not a domain; expected one of {list(data.domains)}")
+        if weight < 0:
+            _fail(f"data.mixture.{name}", f"expected a weight >= 0, got {weight}")
+    if data.mixture and sum(data.mixture.values()) <= 0:
+        _fail("data.mixture", "all weights are zero; expected at least one positive weight")
     if data.seq_len < 1:
         _fail("data.seq_len", f"expected a positive length, got {data.seq_len}")
     if data.micro_batch_size < 1:
@@ -158,6 +182,11 @@ def _validate_data(data: DictConfig) -> None:
     for name, domain in data.domains.items():
         if domain.max_docs is not None and domain.max_docs < 2:
             _fail(f"data.domains.{name}.max_docs", f"expected at least 2, got {domain.max_docs}")
+        if domain.max_tokens is not None and domain.max_tokens < data.seq_len:
+            _fail(
+                f"data.domains.{name}.max_tokens",
+                f"expected at least seq_len={data.seq_len}, got {domain.max_tokens}",
+            )
         if domain.val_tokens < 1:
             _fail(
                 f"data.domains.{name}.val_tokens",

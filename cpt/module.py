@@ -23,11 +23,13 @@ class CPTModule(L.LightningModule):
         optim: dict[str, Any],
         schedule: dict[str, Any],
         domains: list[str],
+        sources: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = GPTNeoX(GPTNeoXConfig.from_dict(arch), attention=attention)
         self.domains = list(domains)
+        self.sources = list(sources or domains)  # the training mixture's sources, by id
         self.tokens_seen = 0
         self.last_val: dict[str, float] = {}
         self._val_sums = torch.zeros(len(self.domains), 2)
@@ -35,27 +37,49 @@ class CPTModule(L.LightningModule):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of a batch of `seq_len + 1` windows."""
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = self.model(inputs)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    def sequence_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token cross-entropy of every `seq_len + 1` window: shape `[batch]`."""
+        ids = batch["input_ids"]
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        logits = self.model(inputs, batch.get("position_ids"), batch.get("segment_ids"))
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+        return losses.view(targets.shape).mean(dim=1)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.tokens_seen += (batch.shape[0] * (batch.shape[1] - 1)) * self.trainer.world_size
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        per_sequence = self.sequence_losses(batch)
+        loss = per_sequence.mean()
+        ids = batch["input_ids"]
+        self.tokens_seen += (ids.shape[0] * (ids.shape[1] - 1)) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log("train/tokens", float(self.tokens_seen))
+        if len(self.sources) > 1 and "source" in batch:
+            self._log_sources(per_sequence.detach(), batch["source"])
         return loss
+
+    def _log_sources(self, per_sequence: torch.Tensor, source: torch.Tensor) -> None:
+        """Per-source training loss (this rank's share) and tokens consumed (exact, all ranks)."""
+        for i, name in enumerate(self.sources):
+            chosen = source == i
+            if chosen.any():
+                self.log(
+                    f"train/{name}/loss", per_sequence[chosen].mean(), batch_size=int(chosen.sum())
+                )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "tokens_consumed"):
+            for name, tokens in datamodule.tokens_consumed(self.global_step + 1).items():
+                self.log(f"train/{name}/tokens", float(tokens))
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(len(self.domains), 2, device=self.device, dtype=torch.float64)
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
-        n = batch.shape[0] * (batch.shape[1] - 1)
-        self._val_sums[dataloader_idx, 0] += self.loss(batch).detach().double() * n
-        self._val_sums[dataloader_idx, 1] += n
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # every window has seq_len targets: the token-weighted mean is the mean over windows
+        losses = self.sequence_losses(batch).detach().double()
+        self._val_sums[dataloader_idx, 0] += losses.sum()
+        self._val_sums[dataloader_idx, 1] += len(losses)
 
     def on_validation_epoch_end(self) -> None:
         # Token-weighted means, summed over ranks: exact whatever the batch sizes.

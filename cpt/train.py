@@ -24,10 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from cpt import config as config_schema
 from cpt.checkpoints import initial_model, load_into
 from cpt.config import ConfigError, validate
-from cpt.data.corpora import SourceError
 from cpt.data.datamodule import CPTDataModule
+from cpt.data.sources import SourceError
 from cpt.data.tokenizer import TokenizerError
-from cpt.data.tokens import DomainSpec
 from cpt.models.hf import CheckpointError
 from cpt.module import CPTModule
 
@@ -40,24 +39,6 @@ config_schema.register()
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 # Raised inside Lightning itself with recent torch; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-def build_datamodule(cfg: DictConfig) -> CPTDataModule:
-    data = cfg.data
-    domains = {
-        name: DomainSpec(d.source, d.text_field, d.max_docs, d.val_tokens, cfg.seed)
-        for name, d in data.domains.items()
-    }
-    return CPTDataModule(
-        dir=data.dir,
-        tokenizer=data.tokenizer,
-        domains=domains,
-        train=data.train,
-        seq_len=data.seq_len,
-        micro_batch_size=data.micro_batch_size,
-        num_workers=data.num_workers,
-        seed=cfg.seed,
-    )
 
 
 def _instantiate_all(group: DictConfig) -> list[Any]:
@@ -80,7 +61,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"data.seq_len: {cfg.data.seq_len} exceeds the model's "
             f"max_position_embeddings {initial.config.max_position_embeddings}"
         )
-    datamodule = build_datamodule(cfg)
+    datamodule = CPTDataModule.from_config(cfg.data, cfg.seed)
     if _is_rank_zero():
         datamodule.prepare_data()
     if datamodule.vocab_size > initial.config.vocab_size:
@@ -94,6 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
         domains=datamodule.domain_names,
+        sources=list(datamodule.weights),
     )
     load_into(module.model, initial)
 
@@ -121,9 +103,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary = {
             "init": cfg.init,
             "resume": cfg.resume,
-            "train_domain": cfg.data.train,
+            "mixture": datamodule.weights,
             "steps": trainer.global_step,
             "tokens": module.tokens_seen,
+            "tokens_per_source": datamodule.tokens_consumed(trainer.global_step),
             "wall_time_s": round(time.time() - started, 2),
             "initial_val_loss": initial_val,
             "final_val_loss": dict(module.last_val),

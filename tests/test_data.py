@@ -7,15 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from cpt.data.corpora import SourceError, documents, python_code
+from cpt.data.corpora import python_code
+from cpt.data.prepare import DomainSpec, prepare_domain
+from cpt.data.sources import SourceError, SourceSpec, documents
 from cpt.data.tokenizer import TokenizerError, eod_id, load_tokenizer, train_bpe
-from cpt.data.tokens import DomainSpec, prepare_domain
 from cpt.data.windows import TokenWindows
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    texts = list(documents("python-docs", max_docs=60))
+    texts = list(documents(SourceSpec("python-docs"), max_docs=60))
     return train_bpe(texts, 400, tmp_path_factory.mktemp("tok") / "tokenizer.json")
 
 
@@ -25,20 +26,22 @@ def write_jsonl(path, texts, field="text"):
 
 
 def test_builtin_corpora_are_prose_and_code():
-    docs = list(documents("python-docs", max_docs=100))
-    code = list(documents("python-code", max_docs=100))
+    docs = list(documents(SourceSpec("python-docs"), max_docs=100))
+    code = list(documents(SourceSpec("python-code"), max_docs=100))
     assert len(docs) == len(code) == 100
     assert any("def " in c for c in code) and not any(d.lstrip().startswith("def ") for d in docs)
     # the docstrings are the prose domain: blanked out of the code domain
     dedent_doc = "Remove any common leading whitespace from every line"
-    assert any(dedent_doc in d for d in documents("python-docs"))
+    assert any(dedent_doc in d for d in documents(SourceSpec("python-docs")))
     assert not any(dedent_doc in c for c in python_code())
 
 
 def test_round_trip_tokens_file_windows(tmp_path, tokenizer):
     texts = [f"document number {i}: " + "lorem ipsum dolor " * (i % 7 + 1) for i in range(50)]
     source = write_jsonl(tmp_path / "c.jsonl", texts)
-    prepared = prepare_domain(tmp_path / "data", DomainSpec(str(source), val_tokens=60), tokenizer)
+    prepared = prepare_domain(
+        tmp_path / "data", DomainSpec(SourceSpec(str(source)), val_tokens=60), tokenizer
+    )
     eod = eod_id(tokenizer)
     # every split decodes back to its documents, each followed by the EOD token
     seen = []
@@ -54,17 +57,18 @@ def test_round_trip_tokens_file_windows(tmp_path, tokenizer):
     train = prepared.tokens("train")
     windows = TokenWindows(train, seq_len=16)
     assert len(windows) == (len(train) - 1) // 16
-    stitched = np.concatenate(
-        [windows[0].numpy()] + [windows[i].numpy()[1:] for i in range(1, len(windows))]
-    )
+    ids = [windows[i]["input_ids"].numpy() for i in range(len(windows))]
+    stitched = np.concatenate([ids[0]] + [w[1:] for w in ids[1:]])
     assert np.array_equal(stitched, train[: len(stitched)])
-    assert windows[3][0] == windows[2][-1]
+    assert ids[3][0] == ids[2][-1]
 
 
 def test_validation_documents_never_in_training(tmp_path, tokenizer):
     texts = [f"unique document {i} " + "word " * i for i in range(40)]
     source = write_jsonl(tmp_path / "c.jsonl", texts)
-    prepared = prepare_domain(tmp_path / "data", DomainSpec(str(source), val_tokens=100), tokenizer)
+    prepared = prepare_domain(
+        tmp_path / "data", DomainSpec(SourceSpec(str(source)), val_tokens=100), tokenizer
+    )
 
     def docs(split):
         tokens, offsets = prepared.tokens(split), prepared.offsets(split)
@@ -76,21 +80,23 @@ def test_validation_documents_never_in_training(tmp_path, tokenizer):
     assert sum(prepared.meta["splits"][s]["tokens"] for s in ("train", "val")) > 100
     assert prepared.meta["splits"]["val"]["tokens"] >= 100
     # deterministic: another seed picks other documents, the same seed the same ones
-    again = prepare_domain(tmp_path / "data2", DomainSpec(str(source), val_tokens=100), tokenizer)
-    assert np.array_equal(again.tokens("val"), prepared.tokens("val"))
-    other = prepare_domain(
-        tmp_path / "data3", DomainSpec(str(source), val_tokens=100, seed=7), tokenizer
+    again = prepare_domain(
+        tmp_path / "data2", DomainSpec(SourceSpec(str(source)), val_tokens=100), tokenizer
     )
-    assert not np.array_equal(other.tokens("val"), prepared.tokens("val"))
+    assert np.array_equal(again.tokens("val")[:], prepared.tokens("val")[:])
+    other = prepare_domain(
+        tmp_path / "data3", DomainSpec(SourceSpec(str(source)), val_tokens=100, seed=7), tokenizer
+    )
+    assert not np.array_equal(other.tokens("val")[:], prepared.tokens("val")[:])
 
 
 def test_preparation_is_reused_and_rebuilt_when_source_changes(tmp_path, tokenizer):
     source = write_jsonl(tmp_path / "c.jsonl", [f"doc {i}" for i in range(10)])
-    spec = DomainSpec(str(source), val_tokens=5)
+    spec = DomainSpec(SourceSpec(str(source)), val_tokens=5)
     first = prepare_domain(tmp_path / "data", spec, tokenizer)
-    stamp = (first.path / "train.bin").stat().st_mtime_ns
+    stamp = (first.path / "train-00000.bin").stat().st_mtime_ns
     assert prepare_domain(tmp_path / "data", spec, tokenizer).path == first.path
-    assert (first.path / "train.bin").stat().st_mtime_ns == stamp
+    assert (first.path / "train-00000.bin").stat().st_mtime_ns == stamp
     write_jsonl(source, [f"changed doc {i}" for i in range(12)])
     second = prepare_domain(tmp_path / "data", spec, tokenizer)
     assert second.path != first.path and (first.path / "meta.json").is_file()
@@ -101,24 +107,28 @@ def test_corrupt_json_line_names_file_and_line(tmp_path, tokenizer):
     source = tmp_path / "bad.jsonl"
     source.write_text('{"text": "fine"}\n{"text": broken\n')
     with pytest.raises(SourceError, match=r"bad.jsonl:2: not valid JSON"):
-        prepare_domain(tmp_path / "data", DomainSpec(str(source)), tokenizer)
+        prepare_domain(tmp_path / "data", DomainSpec(SourceSpec(str(source))), tokenizer)
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def test_missing_text_field(tmp_path, tokenizer):
     source = write_jsonl(tmp_path / "c.jsonl", ["a", "b"], field="content")
     with pytest.raises(SourceError, match=r"c.jsonl:1: no text field 'text'"):
-        prepare_domain(tmp_path / "data", DomainSpec(str(source)), tokenizer)
+        prepare_domain(tmp_path / "data", DomainSpec(SourceSpec(str(source))), tokenizer)
 
 
 def test_empty_corpus_and_missing_file(tmp_path, tokenizer):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(SourceError, match="0 non-empty documents"):
-        prepare_domain(tmp_path / "data", DomainSpec(str(tmp_path / "empty.jsonl")), tokenizer)
+        prepare_domain(
+            tmp_path / "data", DomainSpec(SourceSpec(str(tmp_path / "empty.jsonl"))), tokenizer
+        )
     with pytest.raises(SourceError, match="no such file"):
-        prepare_domain(tmp_path / "data", DomainSpec(str(tmp_path / "nope.jsonl")), tokenizer)
-    with pytest.raises(SourceError, match="unknown data source"):
-        list(documents("wikipedia"))
+        prepare_domain(
+            tmp_path / "data", DomainSpec(SourceSpec(str(tmp_path / "nope.jsonl"))), tokenizer
+        )
+    with pytest.raises(SourceError, match="unknown data source 'wikipedia'"):
+        prepare_domain(tmp_path / "data", DomainSpec(SourceSpec("wikipedia")), tokenizer)
 
 
 def test_tokenizer_loading_errors(tmp_path):

@@ -30,7 +30,7 @@ def test_demo_smoke(tmp_path, data_dir, capsys):
     pretrain = json.loads((tmp_path / "demo" / "pretrain" / "summary.json").read_text())
     # the CPT run starts from the pre-trained weights: its "before" is pre-training's "after"
     assert summary["initial_val_loss"] == pretrain["final_val_loss"]
-    assert summary["init"].startswith("ckpt:") and summary["train_domain"] == "downstream"
+    assert summary["init"].startswith("ckpt:") and summary["mixture"] == {"downstream": 1.0}
     assert summary["steps"] == 4 and pretrain["steps"] == 6
     assert (tmp_path / "demo" / "val_loss.png").stat().st_size > 10_000
 

@@ -117,7 +117,9 @@ def test_bad_values_fail_with_one_line_before_writing(tiny_run, tmp_path, overri
 
 def test_mandatory_values_are_named(tmp_path):
     base = ["data=jsonl", f"output_dir={tmp_path / 'run'}"]
-    with pytest.raises(ConfigError, match=r"^data.domains.downstream.source: no value given \(\?\?\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"^data.domains.downstream.source: no value given \(\?\?\?\)"
+    ):
         run(compose_train(base))
     with pytest.raises(ConfigError, match="^data.tokenizer: no value given"):
         run(compose_train([*base, "data.domains.downstream.source=x.jsonl"]))

@@ -1,6 +1,4 @@
-"""Where documents come from: the two built-in corpora and JSON-lines files.
-
-The built-in corpora need no download: every CPython installation carries them.
+"""The two built-in corpora, which need no download: every CPython installation carries them.
 - `python-docs` (English prose): the documentation topics in `pydoc_data` plus, per module of the
   standard library, its module, class and function docstrings (read with `ast`, never imported).
 - `python-code` (source code): the standard library's modules with their docstrings blanked out,
@@ -10,10 +8,6 @@ The built-in corpora need no download: every CPython installation carries them.
 from __future__ import annotations
 
 import ast
-import glob
-import hashlib
-import json
-import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +16,6 @@ BUILTIN = ("python-docs", "python-code")
 # Test suites, generated tables and vendored copies are not representative of either domain.
 _SKIP_PARTS = {"test", "tests", "idle_test", "encodings", "site-packages", "dist-packages"}
 _SKIP_PREFIXES = ("_sysconfigdata", "config-")
-
-
-class SourceError(ValueError):
-    """A data source that cannot be read: unknown name, missing file, corrupt line, no text."""
 
 
 def stdlib_files() -> list[Path]:
@@ -100,61 +90,3 @@ def python_code() -> Iterator[str]:
         code = "".join(lines).strip()
         if code:
             yield code
-
-
-def _jsonl_files(pattern: str) -> list[Path]:
-    paths = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser())))
-    if not paths:
-        raise SourceError(f"{pattern}: no such file; expected a .jsonl file or a glob matching some")
-    return paths
-
-
-def read_jsonl(pattern: str, text_field: str) -> Iterator[str]:
-    for path in _jsonl_files(pattern):
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise SourceError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-                if not isinstance(record, dict) or text_field not in record:
-                    raise SourceError(f"{path}:{lineno}: no text field {text_field!r}")
-                text = record[text_field]
-                if not isinstance(text, str):
-                    raise SourceError(f"{path}:{lineno}: field {text_field!r} is not a string")
-                if text.strip():
-                    yield text
-
-
-def documents(source: str, text_field: str = "text", max_docs: int | None = None) -> Iterator[str]:
-    """The documents of `source` in a fixed order, at most `max_docs` of them."""
-    if source == "python-docs":
-        docs = python_docs()
-    elif source == "python-code":
-        docs = python_code()
-    elif source.endswith((".jsonl", ".json")) or "*" in source:
-        docs = read_jsonl(source, text_field)
-    else:
-        raise SourceError(
-            f"unknown data source {source!r}; expected one of {list(BUILTIN)} or a .jsonl path"
-        )
-    for i, doc in enumerate(docs):
-        if max_docs is not None and i >= max_docs:
-            return
-        yield doc
-
-
-def source_fingerprint(source: str) -> str:
-    """Changes whenever the documents of `source` may have changed (cheap: no file is read)."""
-    h = hashlib.sha256(source.encode())
-    if source in BUILTIN:
-        h.update(sys.version.encode())
-        for path in stdlib_files():
-            h.update(f"{path}:{path.stat().st_size}".encode())
-    else:
-        for path in _jsonl_files(source) if source.endswith((".jsonl", ".json")) or "*" in source else []:
-            st = path.stat()
-            h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()

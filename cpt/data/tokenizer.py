@@ -28,9 +28,13 @@ def bpe_vocab_size(spec: str) -> int | None:
     try:
         size = int(spec.removeprefix("bpe:"))
     except ValueError:
-        raise TokenizerError(f"tokenizer {spec!r}: expected bpe:<vocab size>, e.g. bpe:4096") from None
+        raise TokenizerError(
+            f"tokenizer {spec!r}: expected bpe:<vocab size>, e.g. bpe:4096"
+        ) from None
     if size < 300:
-        raise TokenizerError(f"tokenizer {spec!r}: vocab size must be at least 300 (256 bytes + merges)")
+        raise TokenizerError(
+            f"tokenizer {spec!r}: vocab size must be at least 300 (256 bytes + merges)"
+        )
     return size
 
 
@@ -78,7 +82,9 @@ def eod_id(tokenizer: Tokenizer) -> int:
         token_id = tokenizer.token_to_id(token)
         if token_id is not None:
             return token_id
-    raise TokenizerError(f"the tokenizer has no end-of-document token; expected one of {EOD_CANDIDATES}")
+    raise TokenizerError(
+        f"the tokenizer has no end-of-document token; expected one of {EOD_CANDIDATES}"
+    )
 
 
 def tokenizer_hash(tokenizer: Tokenizer) -> str:

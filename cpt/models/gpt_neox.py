@@ -128,13 +128,19 @@ class Attention(nn.Module):
         self.query_key_value = nn.Linear(d, 3 * d, bias=bias)
         self.dense = nn.Linear(d, d, bias=bias)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        segment_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         # Hugging Face layout: per head, [query | key | value] of head_size each
         qkv = self.query_key_value(x).view(b, t, self.num_heads, 3 * self.head_size)
         q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)  # [b, heads, t, head_size]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = attend(q, k, v, self.backend)
+        y = attend(q, k, v, self.backend, segment_ids)
         return self.dense(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -158,8 +164,14 @@ class Block(nn.Module):
         self.attention = Attention(config, backend)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        attn = self.attention(self.input_layernorm(x), cos, sin)
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        segment_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        attn = self.attention(self.input_layernorm(x), cos, sin, segment_ids)
         if self.use_parallel_residual:
             # Pythia: x + attn(ln1(x)) + mlp(ln2(x))
             return x + attn + self.mlp(self.post_attention_layernorm(x))
@@ -204,12 +216,19 @@ class GPTNeoX(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.embed_out(self.hidden_states(input_ids, position_ids))
+        """Logits; `position_ids`/`segment_ids` restart positions and attention per document."""
+        return self.embed_out(self.hidden_states(input_ids, position_ids, segment_ids))
 
     def hidden_states(
-        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final-normed hidden states; kept apart so a loss can avoid materialising all logits."""
         _, t = input_ids.shape
@@ -223,5 +242,5 @@ class GPTNeoX(nn.Module):
         x = self.embed_in(input_ids)
         cos, sin = self.rotary(position_ids, x.dtype)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, segment_ids)
         return self.final_layer_norm(x)

@@ -1,0 +1,139 @@
+"""Exact, resumable data mixtures (replay): which windows of which source form every global batch.
+
+Per optimizer step, a global batch of `G = micro_batch x world_size x accumulate` windows holds
+`counts[i]` windows of source i, chosen by a largest-remainder rule on the quota
+`weight_i * G * (step + 1) - consumed_i`: every source's running count stays within one window of
+`weight_i * G * step`, whatever the weights (0.05/0.95 with G = 8 gives 0 or 1 replay windows per
+step, 2 in every 5 steps on average).
+
+Within a source, windows are drawn in a seeded permutation per epoch (a source smaller than its
+share is repeated, each epoch in a new order); a source may be capped to a fixed, seeded subset
+of its windows (a sub-corpus trained for several epochs) or restricted to an explicit list (the
+windows an earlier run saw). Positions inside the global batch are shuffled by `(seed, step)`;
+micro-batch `a * world_size + rank` goes to that rank at accumulation slot `a`, so ranks take
+disjoint slices that cover the global batch. Everything is a function of `(seed, step)`: the
+state to resume is the step.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MixtureSource:
+    name: str
+    weight: float
+    num_windows: int  # windows available in the source's training split
+    allowed: np.ndarray | None = None  # restrict draws to these window ids (cap or seen-by)
+
+
+def largest_remainder(quotas: np.ndarray, total: int) -> np.ndarray:
+    """Non-negative integers summing to `total`, each within one of its quota."""
+    counts = np.maximum(np.floor(quotas), 0).astype(np.int64)
+    while counts.sum() > total:  # only when some quotas were negative
+        ahead = np.where(counts > 0, counts - quotas, -np.inf)
+        counts[int(np.argmax(ahead))] -= 1
+    order = np.argsort(-(quotas - counts), kind="stable")
+    for i in order[: total - int(counts.sum())]:
+        counts[i] += 1
+    return counts
+
+
+def cap_windows(num_windows: int, max_windows: int, seed: int, name: str) -> np.ndarray:
+    """A fixed, seeded subset of `max_windows` windows: the same sub-corpus in every run."""
+    rng = np.random.default_rng([seed, _key(name), 0xCA9])
+    return np.sort(rng.choice(num_windows, size=min(max_windows, num_windows), replace=False))
+
+
+def _key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+class Mixture:
+    def __init__(self, sources: list[MixtureSource], global_batch: int, seed: int) -> None:
+        weights = np.array([s.weight for s in sources], dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(
+                f"mixture weights must be >= 0 and not all zero, got {weights.tolist()}"
+            )
+        for s in sources:
+            empty = s.num_windows == 0 or (s.allowed is not None and len(s.allowed) == 0)
+            if empty and s.weight > 0:
+                raise ValueError(f"mixture source {s.name!r} has no training windows")
+        self.sources = sources
+        self.weights = weights / weights.sum()
+        self.global_batch = global_batch
+        self.seed = seed
+        self._step = 0
+        self._consumed = np.zeros(len(sources), dtype=np.int64)
+        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def counts(self, step: int) -> np.ndarray:
+        """Windows of each source in the global batch of `step`."""
+        return self.consumed(step + 1) - self.consumed(step)
+
+    def consumed(self, step: int) -> np.ndarray:
+        """Windows of each source in all global batches before `step`."""
+        if step < self._step:
+            self._step, self._consumed = 0, np.zeros_like(self._consumed)
+        while self._step < step:
+            quotas = self.weights * self.global_batch * (self._step + 1) - self._consumed
+            self._consumed = self._consumed + largest_remainder(quotas, self.global_batch)
+            self._step += 1
+        return self._consumed.copy()
+
+    def window(self, source: int, draw: int) -> int:
+        """The window id of the `draw`-th window taken from `source` (epoch-wise permutations)."""
+        spec = self.sources[source]
+        pool = spec.num_windows if spec.allowed is None else len(spec.allowed)
+        epoch, within = divmod(draw, pool)
+        key = (source, epoch)
+        if key not in self._perm_cache:
+            if len(self._perm_cache) > 4 * len(self.sources):
+                self._perm_cache.clear()
+            rng = np.random.default_rng([self.seed, _key(spec.name), epoch])
+            self._perm_cache[key] = rng.permutation(pool)
+        index = int(self._perm_cache[key][within])
+        return index if spec.allowed is None else int(spec.allowed[index])
+
+    def global_batch_at(self, step: int) -> list[tuple[int, int]]:
+        """(source, window) pairs of the global batch of `step`, in shuffled positions."""
+        start = self.consumed(step)
+        counts = self.consumed(step + 1) - start
+        items = [
+            (i, self.window(i, int(start[i]) + j))
+            for i in range(len(self.sources))
+            for j in range(counts[i])
+        ]
+        order = np.random.default_rng([self.seed, step, 0xBA7C]).permutation(len(items))
+        return [items[k] for k in order]
+
+    def micro_batches(
+        self, start_step: int, micro_batch: int, rank: int, world_size: int, accumulate: int
+    ):
+        """This rank's micro-batches from `start_step` on, forever: lists of (source, window)."""
+        if micro_batch * world_size * accumulate != self.global_batch:
+            raise ValueError(
+                f"global batch {self.global_batch} != micro_batch {micro_batch} x world_size "
+                f"{world_size} x accumulate {accumulate}"
+            )
+        step = start_step
+        while True:
+            batch = self.global_batch_at(step)
+            for slot in range(accumulate):
+                m = slot * world_size + rank
+                yield batch[m * micro_batch : (m + 1) * micro_batch]
+            step += 1
+
+    def seen_windows(self, source: int, step: int) -> np.ndarray:
+        """Window ids of `source` used in the first `step` steps (for replay of seen data)."""
+        drawn = int(self.consumed(step)[source])
+        return np.unique([self.window(source, d) for d in range(drawn)]).astype(np.int64)
