@@ -47,7 +47,7 @@ class DataConfig:
     dir: str = "data"  # prepared token files and trained tokenizers are cached here
     tokenizer: str = MISSING  # a tokenizer.json path, a hub id, or bpe:<vocab> trained here
     train: Optional[str] = None  # shorthand for mixture {train: 1.0}; every domain is validated
-    mixture: dict[str, float] = field(default_factory=dict)  # training weights, e.g. replay
+    mixture: Any = None  # {domain: weight}: training weights, e.g. replay (checked in validate)
     domains: dict[str, DomainConfig] = field(default_factory=dict)
     seq_len: int = 128
     micro_batch_size: int = 16
@@ -158,6 +158,8 @@ def _validate_init(cfg: DictConfig) -> None:
 def _validate_data(data: DictConfig) -> None:
     if not data.domains:
         _fail("data.domains", "no domain configured; expected at least one (name: {source: ...})")
+    if data.mixture is not None and not isinstance(data.mixture, DictConfig):
+        _fail("data.mixture", f"expected a mapping {{domain: weight}}, got {data.mixture!r}")
     if not data.mixture:
         if data.train is None:
             _fail("data.train", "no training domain; set data.train or data.mixture")
@@ -166,11 +168,11 @@ def _validate_data(data: DictConfig) -> None:
                 "data.train",
                 f"{data.train!r} is not a domain; expected one of {list(data.domains)}",
             )
-    for name, weight in data.mixture.items():
+    for name, weight in (data.mixture or {}).items():
         if name not in data.domains:
             _fail(f"data.mixture.{name}", f"not a domain; expected one of {list(data.domains)}")
-        if weight < 0:
-            _fail(f"data.mixture.{name}", f"expected a weight >= 0, got {weight}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            _fail(f"data.mixture.{name}", f"expected a weight >= 0, got {weight!r}")
     if data.mixture and sum(data.mixture.values()) <= 0:
         _fail("data.mixture", "all weights are zero; expected at least one positive weight")
     if data.seq_len < 1:

@@ -122,7 +122,7 @@ class CPTDataModule(L.LightningDataModule):
             dir=data.dir,
             tokenizer=data.tokenizer,
             domains=domains,
-            mixture=dict(data.mixture) or {data.train: 1.0},
+            mixture=dict(data.mixture or {}) or {data.train: 1.0},
             seq_len=data.seq_len,
             micro_batch_size=data.micro_batch_size,
             num_workers=data.num_workers,
