@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cpt.models.attention import BACKENDS
 from cpt.models.presets import preset_names
-from cpt.schedules import SCHEDULES, resolve_warmup
+from cpt.schedules import SCHEDULES, ScheduleSpec, build
 
 
 class ConfigError(ValueError):
@@ -67,9 +67,18 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"
-    warmup: Union[int, float] = 0.01  # int: steps; float in [0, 1): fraction of the run
+    """See cpt.schedules for the formulas. Phase lengths: int = steps, float in [0, 1) = fraction."""
+
+    name: str = "cosine"  # constant | cosine | linear | inverse_sqrt | infinite | wsd
+    warmup: Union[int, float] = 0.01
     min_lr_ratio: float = 0.1
+    timescale: float = 10.0
+    constant_lr_ratio: float = 0.55
+    cooldown: Union[int, float] = 0.59
+    cooldown_shape: str = "cosine"
+    anneal: Union[int, float] = 0.15
+    decay: Union[int, float] = 0.2
+    decay_shape: str = "1-sqrt"
 
 
 @dataclass
@@ -96,6 +105,12 @@ def register() -> None:
 
 def _fail(key: str, message: str) -> None:
     raise ConfigError(f"{key}: {message}")
+
+
+def _split_key(prefix: str, message: str) -> tuple[str, str]:
+    """'warmup: 10 steps ...' -> ('schedule.warmup', '10 steps ...')."""
+    key, _, rest = message.partition(": ")
+    return f"{prefix}.{key}", rest
 
 
 def validate(cfg: DictConfig) -> None:
@@ -127,9 +142,10 @@ def validate(cfg: DictConfig) -> None:
             "schedule.min_lr_ratio", f"expected a value in [0, 1], got {cfg.schedule.min_lr_ratio}"
         )
     try:
-        resolve_warmup(cfg.schedule.warmup, max_steps)
+        spec = ScheduleSpec(**OmegaConf.to_container(cfg.schedule, resolve=True))
+        build(spec, max_lr=cfg.optim.max_lr, total_steps=max_steps)
     except ValueError as err:
-        _fail("schedule.warmup", str(err))
+        _fail(*_split_key("schedule", str(err)))
     _validate_data(cfg.data)
 
 

@@ -1,4 +1,4 @@
-"""The LightningModule: the LM, its loss, AdamW with the LR schedule, validation per domain."""
+"""The LightningModule: the LM, its loss per source, AdamW, validation per domain."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from cpt import schedules
 from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
 
 
@@ -21,7 +20,6 @@ class CPTModule(L.LightningModule):
         arch: dict[str, Any],
         attention: str,
         optim: dict[str, Any],
-        schedule: dict[str, Any],
         domains: list[str],
         sources: list[str] | None = None,
     ) -> None:
@@ -33,6 +31,10 @@ class CPTModule(L.LightningModule):
         self.tokens_seen = 0
         self.last_val: dict[str, float] = {}
         self._val_sums = torch.zeros(len(self.domains), 2)
+
+    def set_sources(self, names: list[str]) -> None:
+        """Names of the training mixture's sources, by the ids batches carry."""
+        self.sources = list(names)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
@@ -92,8 +94,8 @@ class CPTModule(L.LightningModule):
             self.log(f"val/{domain}/loss", loss, add_dataloader_idx=False)
             self.log(f"val/{domain}/ppl", math.exp(min(loss, 50.0)), add_dataloader_idx=False)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        optim, sched = self.hparams.optim, self.hparams.schedule
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optim = self.hparams.optim
         decay, no_decay = [], []
         for param in self.model.parameters():
             if param.requires_grad:
@@ -108,19 +110,8 @@ class CPTModule(L.LightningModule):
             betas=tuple(optim["betas"]),
             eps=optim["eps"],
         )
-        lr_at = schedules.build(
-            sched["name"],
-            max_lr=optim["max_lr"],
-            total_steps=self.trainer.max_steps,
-            warmup=sched["warmup"],
-            min_lr_ratio=sched["min_lr_ratio"],
-        )
-        max_lr = optim["max_lr"]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step) / max_lr)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        # the learning rate of every step is set by the Rewarm callback, which owns the schedule
+        return optimizer
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen

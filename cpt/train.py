@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cpt import config as config_schema
+from cpt.callbacks import PartialFreeze, Rewarm, StabilityGap, WeightDrift
 from cpt.checkpoints import initial_model, load_into
 from cpt.config import ConfigError, validate
 from cpt.data.datamodule import CPTDataModule
@@ -73,7 +74,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         arch=initial.config.to_dict(),
         attention=cfg.model.attention,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
         domains=datamodule.domain_names,
         sources=list(datamodule.weights),
     )
@@ -86,9 +86,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_all(cfg.logger)
     for logger in loggers:
         logger.log_hyperparams(resolved)
+    try:
+        callbacks = _instantiate_all(cfg.callbacks)
+    except Exception as err:  # a callback's own argument check
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
+        raise ConfigError(f"callbacks: {cause}") from None
+    if sum(isinstance(c, Rewarm) for c in callbacks) != 1:
+        raise ConfigError(
+            "callbacks: expected exactly one Rewarm entry (it sets the learning rate)"
+        )
     trainer = L.Trainer(
         **cfg.trainer,
-        callbacks=_instantiate_all(cfg.callbacks),
+        callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(out),
     )
@@ -111,6 +120,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "initial_val_loss": initial_val,
             "final_val_loss": dict(module.last_val),
             "parameters": initial.config.num_parameters(),
+            **_callback_results(callbacks),
         }
         if trainer.is_global_zero:
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -118,6 +128,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return summary
     finally:
         _finish_wandb(loggers, finished)
+
+
+def _callback_results(callbacks: list[Any]) -> dict[str, Any]:
+    """What the measuring callbacks found, for summary.json."""
+    results: dict[str, Any] = {}
+    for callback in callbacks:
+        if isinstance(callback, StabilityGap):
+            results["stability_gap"] = callback.metrics
+        elif isinstance(callback, WeightDrift):
+            results["weight_drift"] = callback.drift
+        elif isinstance(callback, PartialFreeze):
+            results["frozen_parameters"] = callback.frozen
+    return results
 
 
 def _finish_wandb(loggers: list[Any], finished: bool) -> None:

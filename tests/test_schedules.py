@@ -1,4 +1,4 @@
-"""LR schedules: the papers' formulas at their boundaries."""
+"""LR schedules: the papers' formulas at every phase boundary, and continuity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from cpt.schedules import build, constant, resolve_warmup, warmup_cosine
+from cpt.schedules import (
+    SCHEDULES,
+    ScheduleSpec,
+    build,
+    constant,
+    infinite,
+    resolve_warmup,
+    warmup_cosine,
+)
 
 MAX, MIN_RATIO, TOTAL, WARM = 3e-4, 0.1, 1000, 20
 
@@ -41,11 +49,6 @@ def test_cosine_follows_gupta_formula():
         assert lr(step) == pytest.approx(expected)
 
 
-def test_monotone_after_warmup():
-    values = [lr(s) for s in range(WARM, TOTAL + 1)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
-
-
 def test_no_warmup_starts_at_max():
     assert warmup_cosine(
         0, max_lr=MAX, total_steps=TOTAL, warmup_steps=0, min_lr_ratio=0.1
@@ -54,17 +57,99 @@ def test_no_warmup_starts_at_max():
 
 def test_warmup_fraction_and_steps_agree():
     assert resolve_warmup(0.02, TOTAL) == WARM
-    by_fraction = build(
-        "cosine", max_lr=MAX, total_steps=TOTAL, warmup=0.02, min_lr_ratio=MIN_RATIO
-    )
-    by_steps = build("cosine", max_lr=MAX, total_steps=TOTAL, warmup=WARM, min_lr_ratio=MIN_RATIO)
+    by_fraction = build(ScheduleSpec("cosine", warmup=0.02), max_lr=MAX, total_steps=TOTAL)
+    by_steps = build(ScheduleSpec("cosine", warmup=WARM), max_lr=MAX, total_steps=TOTAL)
     assert [by_fraction(s) for s in range(0, TOTAL, 7)] == [by_steps(s) for s in range(0, TOTAL, 7)]
 
 
 def test_constant_baseline():
     assert [constant(s, max_lr=3e-5) for s in (0, 10, 10_000)] == [3e-5] * 3
-    schedule = build("constant", max_lr=3e-5, total_steps=100, warmup=0, min_lr_ratio=1.0)
-    assert schedule(0) == schedule(99) == 3e-5
+
+
+def test_linear_and_inverse_sqrt():
+    linear = build(
+        ScheduleSpec("linear", warmup=100, min_lr_ratio=0.0), max_lr=1.0, total_steps=1100
+    )
+    assert (linear(100), linear(600), linear(1100)) == pytest.approx((1.0, 0.5, 0.0))
+    inv = build(
+        ScheduleSpec("inverse_sqrt", warmup=100, timescale=50), max_lr=1.0, total_steps=10_000
+    )
+    assert inv(100) == pytest.approx(1.0) and inv(250) == pytest.approx(0.5)  # 1/sqrt(1 + 150/50)
+
+
+# Ibrahim et al.'s infinite schedule, computed by hand: T=1000, warm-up 10, cool-down 490 to
+# c = 0.5, constant to 850, anneal over 150 to min 0.05 (max_lr 1).
+INF = dict(
+    warmup=10, cooldown=490, anneal=150, constant_lr_ratio=0.5, min_lr_ratio=0.05, timescale=10.0
+)
+
+
+@pytest.mark.parametrize("shape", ["cosine", "inverse_sqrt"])
+def test_infinite_schedule_at_its_phase_boundaries(shape):
+    f = build(ScheduleSpec("infinite", cooldown_shape=shape, **INF), max_lr=1.0, total_steps=1000)
+    assert f(0) == 0.0 and f(5) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(1.0)  # end of warm-up: max_lr
+    assert f(500) == pytest.approx(0.5)  # end of cool-down: c
+    assert f(700) == pytest.approx(0.5) and f(850) == pytest.approx(
+        0.5
+    )  # constant until the anneal
+    assert f(1000) == pytest.approx(0.05)  # anneal ends at min_lr
+    k = math.log(0.5 / 0.05) / 150
+    assert f(925) == pytest.approx(0.5 * math.exp(-k * 75))
+
+
+def test_infinite_cooldown_shapes_by_hand():
+    cos = build(
+        ScheduleSpec("infinite", cooldown_shape="cosine", **INF), max_lr=1.0, total_steps=1000
+    )
+    assert cos(255) == pytest.approx(0.5 + 0.5 / 2 * (1 + math.cos(math.pi * 245 / 490)))
+    inv = build(
+        ScheduleSpec("infinite", cooldown_shape="inverse_sqrt", **INF), max_lr=1.0, total_steps=1000
+    )
+
+    def g(x):
+        return 1 / math.sqrt(1 + 10 * x) - 1
+
+    assert inv(255) == pytest.approx(1.0 + (0.5 - 1.0) * g(245 / 490) / g(1))
+    # the inverse-sqrt cool-down drops faster early on than the cosine one
+    assert inv(60) < cos(60)
+
+
+def test_infinite_direct_function_matches_build():
+    f = build(ScheduleSpec("infinite", **INF), max_lr=1.0, total_steps=1000)
+    direct = infinite(
+        300,
+        max_lr=1.0,
+        total_steps=1000,
+        warmup_steps=10,
+        cooldown_steps=490,
+        anneal_steps=150,
+        constant_lr=0.5,
+        min_lr=0.05,
+    )
+    assert f(300) == pytest.approx(direct)
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
+def test_wsd(shape):
+    f = build(
+        ScheduleSpec("wsd", warmup=10, decay=200, decay_shape=shape, min_lr_ratio=0.1),
+        max_lr=1.0,
+        total_steps=1000,
+    )
+    assert f(10) == pytest.approx(1.0) and f(800) == pytest.approx(1.0)
+    assert f(1000) == pytest.approx(0.1)
+    if shape == "1-sqrt":
+        assert f(850) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.25)))
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_every_schedule_is_continuous(name):
+    spec = ScheduleSpec(name, warmup=500, cooldown=0.4, anneal=0.2, decay=0.2, timescale=100)
+    f = build(spec, max_lr=1.0, total_steps=20_000)
+    values = [f(s) for s in range(20_001)]  # no jump at any phase boundary
+    assert max(abs(a - b) for a, b in zip(values, values[1:])) < 0.03
+    assert all(v >= 0 for v in values)
 
 
 @pytest.mark.parametrize("warmup", [-1, 1.0, 1.5, 2000])
@@ -73,6 +158,14 @@ def test_bad_warmup_is_rejected(warmup):
         resolve_warmup(warmup, TOTAL)
 
 
-def test_unknown_schedule_is_rejected():
+def test_bad_specs_are_rejected():
     with pytest.raises(ValueError, match="unknown schedule"):
-        build("linear-ish", max_lr=MAX, total_steps=TOTAL, warmup=0, min_lr_ratio=0.1)
+        build(ScheduleSpec("linear-ish"), max_lr=MAX, total_steps=TOTAL)
+    with pytest.raises(ValueError, match="exceed the run"):
+        build(
+            ScheduleSpec("infinite", warmup=0.5, cooldown=0.4, anneal=0.2),
+            max_lr=MAX,
+            total_steps=TOTAL,
+        )
+    with pytest.raises(ValueError, match="decay_shape"):
+        build(ScheduleSpec("wsd", decay_shape="exp"), max_lr=MAX, total_steps=TOTAL)

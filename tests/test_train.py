@@ -98,7 +98,11 @@ def test_init_and_resume_together_is_an_error(tiny_run, tmp_path):
     [
         ("optim.max_lr=-1", "optim.max_lr: expected a positive learning rate"),
         ("schedule.min_lr_ratio=1.5", "schedule.min_lr_ratio: expected a value in"),
-        ("schedule.warmup=10", "schedule.warmup: warmup of 10 steps is longer than the run"),
+        ("schedule.warmup=10", "schedule.warmup: 10 steps are longer than the run (3 steps)"),
+        (
+            "schedule.name=infinite schedule.cooldown=3 schedule.anneal=1",
+            "schedule.cooldown: warmup + cooldown",
+        ),
         ("model.name=pythia-7b", "model.name: unknown preset 'pythia-7b'"),
         ("model.attention=flash", "model.attention: 'flash' unknown"),
         ("data.train=german", "data.train: 'german' is not a domain"),
@@ -108,7 +112,7 @@ def test_init_and_resume_together_is_an_error(tiny_run, tmp_path):
     ],
 )
 def test_bad_values_fail_with_one_line_before_writing(tiny_run, tmp_path, override, message):
-    cfg = tiny_run(override)
+    cfg = tiny_run(*override.split())
     with pytest.raises(ConfigError) as err:
         run(cfg)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -224,6 +224,15 @@ class CPTDataModule(L.LightningDataModule):
         except ValueError as err:
             raise SourceError(f"data.mixture: {err}") from None
 
+    def include_source(self, name: str) -> Mixture:
+        """Make `name` a mixture source (weight 0 until a callback changes it); the mixture."""
+        if name not in self.domains:
+            raise SourceError(f"{name!r} is not a domain; expected one of {self.domain_names}")
+        if name not in self.weights:
+            self.weights[name] = 0.0
+            self.mixture = self._build_mixture()
+        return self.mixture
+
     def _world_and_accumulate(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is None:

@@ -18,6 +18,7 @@ state to resume is the step.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +69,23 @@ class Mixture:
         self.weights = weights / weights.sum()
         self.global_batch = global_batch
         self.seed = seed
-        self._step = 0
-        self._consumed = np.zeros(len(sources), dtype=np.int64)
+        self._reset()
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._weights_at: Callable[[int], np.ndarray] | None = None
+
+    def set_weight_schedule(self, weights_at: Callable[[int], np.ndarray] | None) -> None:
+        """Weights as a function of the step (e.g. a decaying replay fraction); None: constant.
+
+        The function must depend on the step alone, so that every count stays reproducible.
+        """
+        self._weights_at = weights_at
+        self._reset()
+
+    def weights_at(self, step: int) -> np.ndarray:
+        if self._weights_at is None:
+            return self.weights
+        weights = np.asarray(self._weights_at(step), dtype=np.float64)
+        return weights / weights.sum()
 
     @property
     def names(self) -> list[str]:
@@ -83,12 +98,22 @@ class Mixture:
     def consumed(self, step: int) -> np.ndarray:
         """Windows of each source in all global batches before `step`."""
         if step < self._step:
-            self._step, self._consumed = 0, np.zeros_like(self._consumed)
+            self._reset()
         while self._step < step:
-            quotas = self.weights * self.global_batch * (self._step + 1) - self._consumed
+            # the target is cumulative: what the weights of every step so far add up to
+            if self._weights_at is None:
+                self._target = self.weights * self.global_batch * (self._step + 1)
+            else:
+                self._target = self._target + self.weights_at(self._step) * self.global_batch
+            quotas = self._target - self._consumed
             self._consumed = self._consumed + largest_remainder(quotas, self.global_batch)
             self._step += 1
         return self._consumed.copy()
+
+    def _reset(self) -> None:
+        self._step = 0
+        self._consumed = np.zeros(len(self.sources), dtype=np.int64)
+        self._target = np.zeros(len(self.sources))
 
     def window(self, source: int, draw: int) -> int:
         """The window id of the `draw`-th window taken from `source` (epoch-wise permutations)."""

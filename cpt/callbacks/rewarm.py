@@ -1,0 +1,95 @@
+"""`Rewarm`: owns the LR schedule and the optimizer state at the start of continual pre-training.
+
+Every optimizer step it sets every parameter group's LR to `schedule(step)` (the module logs it as
+`train/lr`); the schedule is a pure function of the step, so a resumed run needs no scheduler state.
+At the start of CPT (a fresh run, not a resume) the optimizer state is:
+- `fresh`: new Adam moments, what Gupta et al. and Ibrahim et al. did;
+- `load`: the upstream run's optimizer state, when the `init=ckpt:` checkpoint has one;
+- `warm`: `warm_steps` steps at LR 0 fill Adam's moments without moving the weights, then the
+  schedule starts (re-warming from step `warm_steps`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from cpt import schedules
+
+log = logging.getLogger(__name__)
+OPTIMIZER_STATES = ("fresh", "load", "warm")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+class Rewarm(L.Callback):
+    def __init__(
+        self,
+        schedule: dict[str, Any],
+        max_lr: float,
+        optimizer_state: str = "fresh",
+        warm_steps: int = 0,
+        init: str = "scratch",
+    ) -> None:
+        if optimizer_state not in OPTIMIZER_STATES:
+            raise ValueError(
+                f"optimizer_state {optimizer_state!r} unknown; expected one of {OPTIMIZER_STATES}"
+            )
+        self.spec = schedules.ScheduleSpec(**_plain(schedule))
+        self.max_lr = max_lr
+        self.optimizer_state = optimizer_state
+        self.warm_steps = warm_steps if optimizer_state == "warm" else 0
+        self.init = init
+        self._schedule: schedules.Schedule | None = None
+
+    def build(self, total_steps: int) -> None:
+        if self.warm_steps >= total_steps:
+            raise ValueError(
+                f"warm_steps {self.warm_steps} leave no step of the run ({total_steps})"
+            )
+        self._schedule = schedules.build(
+            self.spec, max_lr=self.max_lr, total_steps=total_steps - self.warm_steps
+        )
+
+    def lr_at(self, step: int) -> float:
+        assert self._schedule is not None, "build() first"
+        if step < self.warm_steps:
+            return 0.0
+        return self._schedule(step - self.warm_steps)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.build(trainer.max_steps)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None or self.optimizer_state != "load":
+            return  # a resume restored the whole state already
+        if not self.init.startswith("ckpt:"):
+            log.warning(
+                "optimizer_state=load: init=%s carries no optimizer state; starting fresh",
+                self.init,
+            )
+            return
+        from cpt.checkpoints import read_lightning_checkpoint
+
+        states = (
+            read_lightning_checkpoint(self.init.removeprefix("ckpt:")).get("optimizer_states") or []
+        )
+        if not states:
+            log.warning(
+                "optimizer_state=load: %s has no optimizer state; starting fresh", self.init
+            )
+            return
+        trainer.optimizers[0].load_state_dict(states[0])
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        lr = self.lr_at(trainer.global_step)
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr

@@ -1,0 +1,193 @@
+"""`StabilityGap`: dense monitoring of the loss drop-and-recovery at the start of CPT (Guo et al.).
+
+Independently of the regular validation, the callback evaluates fixed held-out batches of every
+domain (the first `batches` batches of its validation set) before the first step and then on a
+dense-then-sparse schedule: by default every step for the first 20, every 5 up to 200, then every
+50. At the end it reports per domain:
+
+- `initial`: the loss before continual pre-training;
+- `peak`, `peak_step`: the highest loss after the start and where it happened;
+- `recovery_step`: the first step after the peak at which the loss is back at or below `initial`
+  (None if it never is);
+- `gap_area`: the area between the curve and `initial`, where the curve is above it (loss x steps,
+  trapezoids);
+- `final`: the last measured loss.
+They are logged to every logger, returned for `summary.json`, and drawn into `stability_gap.png`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def eval_steps(dense: list[list[int]], every: int, max_steps: int) -> set[int]:
+    """Steps to evaluate: `dense` = [[until, every], ...] in order, then every `every` steps."""
+    steps, start = {0, max_steps}, 0
+    for until, stride in dense:
+        steps.update(range(start, min(until, max_steps) + 1, stride))
+        start = until
+    steps.update(range(start, max_steps + 1, every))
+    return {s for s in steps if s <= max_steps}
+
+
+def gap_metrics(steps: list[int], losses: list[float]) -> dict[str, Any]:
+    """The stability-gap numbers of one curve; `steps[0]` must be the start (step 0)."""
+    initial = losses[0]
+    after = list(zip(steps[1:], losses[1:]))
+    if not after:
+        return {
+            "initial": initial,
+            "peak": initial,
+            "peak_step": 0,
+            "recovery_step": 0,
+            "gap_area": 0.0,
+            "final": initial,
+        }
+    peak_step, peak = max(after, key=lambda p: p[1])
+    if peak <= initial:
+        recovery, peak, peak_step = 0, initial, 0  # no gap: the loss never rose
+    else:
+        recovery = next((s for s, v in after if s > peak_step and v <= initial), None)
+    area = 0.0
+    for (s0, v0), (s1, v1) in zip(zip(steps, losses), after):
+        area += _area_above(s0, v0 - initial, s1, v1 - initial)
+    return {
+        "initial": initial,
+        "peak": peak,
+        "peak_step": peak_step,
+        "recovery_step": recovery,
+        "gap_area": area,
+        "final": losses[-1],
+    }
+
+
+def _area_above(s0: int, y0: float, s1: int, y1: float) -> float:
+    """Area of the positive part of the segment (s0, y0)-(s1, y1)."""
+    width = s1 - s0
+    if y0 >= 0 and y1 >= 0:
+        return width * (y0 + y1) / 2
+    if y0 <= 0 and y1 <= 0:
+        return 0.0
+    crossing = width * abs(y0) / (abs(y0) + abs(y1))  # where the segment crosses zero
+    return (crossing * y0 if y0 > 0 else (width - crossing) * y1) / 2
+
+
+class StabilityGap(L.Callback):
+    def __init__(
+        self,
+        dense: list[list[int]] | None = None,
+        every: int = 50,
+        batches: int = 4,
+        plot: bool = True,
+        output_dir: str | None = None,
+    ) -> None:
+        self.dense = [list(p) for p in (dense if dense is not None else [[20, 1], [200, 5]])]
+        self.every, self.batches, self.plot, self.output_dir = every, batches, plot, output_dir
+        self.curves: dict[str, list[tuple[int, float]]] = {}
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self._steps: set[int] = set()
+        self._fixed: list[tuple[str, list[Any]]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._steps = eval_steps(self.dense, self.every, trainer.max_steps)
+        datamodule = trainer.datamodule
+        loaders = datamodule.val_dataloader()
+        self._fixed = []
+        for name, loader in zip(datamodule.domain_names, loaders):
+            batches = []
+            for i, batch in enumerate(loader):
+                if i == self.batches:
+                    break
+                batches.append(batch)
+            self._fixed.append((name, batches))
+        if trainer.global_step == 0:
+            self._evaluate(trainer, pl_module, 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step in self._steps and (
+            not self.curves or self.curves[self._fixed[0][0]][-1][0] != step
+        ):
+            self._evaluate(trainer, pl_module, step)
+
+    @torch.no_grad()
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        measured = {}
+        for name, batches in self._fixed:
+            losses = [
+                pl_module.sequence_losses(
+                    pl_module.transfer_batch_to_device(b, pl_module.device, 0)
+                ).mean()
+                for b in batches
+            ]
+            loss = float(torch.stack(losses).mean())
+            self.curves.setdefault(name, []).append((step, loss))
+            measured[f"stability_gap/{name}/loss"] = loss
+        for logger in trainer.loggers:  # direct: Lightning forbids self.log in on_train_start
+            logger.log_metrics(measured, step=step)
+        if was_training:
+            pl_module.train()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name, curve in self.curves.items():
+            steps, losses = zip(*curve)
+            self.metrics[name] = gap_metrics(list(steps), list(losses))
+        for logger in trainer.loggers:
+            flat = {
+                f"stability_gap/{name}/{key}": (math.nan if value is None else value)
+                for name, m in self.metrics.items()
+                for key, value in m.items()
+            }
+            logger.log_metrics(flat, step=trainer.global_step)
+        if self.plot and trainer.is_global_zero and self.curves:
+            folder = Path(self.output_dir or trainer.default_root_dir)
+            self.figure = plot_gap(self.curves, self.metrics, folder / "stability_gap.png")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curves": {k: [list(p) for p in v] for k, v in self.curves.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curves = {k: [tuple(p) for p in v] for k, v in state.get("curves", {}).items()}
+
+
+def plot_gap(
+    curves: dict[str, list[tuple[int, float]]], metrics: dict[str, dict[str, Any]], path: Path
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, curve in curves.items():
+        steps, losses = zip(*curve)
+        line = ax.plot(steps, losses, marker=".", label=name)[0]
+        m = metrics[name]
+        ax.axhline(m["initial"], color=line.get_color(), linestyle=":", linewidth=1)
+        if m["peak_step"]:
+            ax.annotate(
+                f"peak {m['peak']:.2f}",
+                (m["peak_step"], m["peak"]),
+                fontsize=8,
+                color=line.get_color(),
+            )
+    ax.set_xscale("symlog", linthresh=20)
+    ax.set_xlabel("optimizer step (linear to 20, then log)")
+    ax.set_ylabel("held-out loss")
+    ax.set_title(
+        "stability gap: dotted lines are the losses before continual pre-training", fontsize=9
+    )
+    ax.legend(title="domain")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

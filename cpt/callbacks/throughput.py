@@ -1,0 +1,58 @@
+"""`Throughput`: tokens per second, model FLOPs utilisation and peak memory, in the progress bar.
+
+FLOPs per token = 6 N + 12 L d T (N non-embedding parameters, L layers, d width, T sequence
+length): the dense matmuls forward and backward plus the attention scores. MFU is measured against
+`peak_tflops` (e.g. 989 for an H100/H200 in bf16); without it, MFU is not logged.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import lightning as L
+import torch
+
+
+def flops_per_token(num_parameters: int, layers: int, width: int, seq_len: int) -> float:
+    return 6.0 * num_parameters + 12.0 * layers * width * seq_len
+
+
+class Throughput(L.Callback):
+    def __init__(self, window: int = 20, peak_tflops: float | None = None) -> None:
+        self.window, self.peak_tflops = window, peak_tflops
+        self._times: list[tuple[float, int]] = []
+        self._flops_per_token = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        config = pl_module.model.config
+        seq_len = trainer.datamodule.seq_len if trainer.datamodule is not None else 0
+        self._flops_per_token = flops_per_token(
+            config.num_parameters(embeddings=False),
+            config.num_hidden_layers,
+            config.hidden_size,
+            seq_len,
+        )
+        self._times = [(time.perf_counter(), pl_module.tokens_seen)]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._times.append((time.perf_counter(), pl_module.tokens_seen))
+        self._times = self._times[-(self.window + 1) :]
+        (t0, n0), (t1, n1) = self._times[0], self._times[-1]
+        if t1 <= t0:
+            return
+        tokens_per_s = (n1 - n0) / (t1 - t0)
+        pl_module.log("perf/tokens_per_s", tokens_per_s, prog_bar=True)
+        if self.peak_tflops:
+            devices = max(trainer.world_size, 1)
+            mfu = tokens_per_s * self._flops_per_token / (self.peak_tflops * 1e12 * devices)
+            pl_module.log("perf/mfu", mfu, prog_bar=True)
+        pl_module.log("perf/peak_memory_gb", peak_memory_gb(pl_module.device))
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (1e9 if sys.platform == "darwin" else 1e6)

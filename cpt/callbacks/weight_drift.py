@@ -1,0 +1,50 @@
+"""`WeightDrift`: how far each module has moved from its starting weights, and when.
+
+Logs `drift/<module>` = ||w - w0|| / ||w0|| over the module's parameters every `every` steps, at the
+granularity of `depth` name components (e.g. depth 3: `layers.7.attention`), so it shows which
+modules move during continual pre-training (cf. "Does Continual Learning Equally Forget All
+Parameters?"). The last values go into `drift` for `summary.json`. The starting weights are kept
+on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import lightning as L
+import torch
+
+
+class WeightDrift(L.Callback):
+    def __init__(self, every: int = 50, depth: int = 3) -> None:
+        self.every, self.depth = every, depth
+        self._start: dict[str, torch.Tensor] = {}
+        self.drift: dict[str, float] = {}
+
+    def group(self, name: str) -> str:
+        return ".".join(name.split(".")[: self.depth])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = {
+            n: p.detach().to("cpu", torch.float32, copy=True)
+            for n, p in pl_module.model.named_parameters()
+        }
+        self.measure(pl_module)
+
+    @torch.no_grad()
+    def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
+        moved, norm = defaultdict(float), defaultdict(float)
+        for name, param in pl_module.model.named_parameters():
+            start = self._start[name]
+            moved[self.group(name)] += float((param.detach().float().cpu() - start).pow(2).sum())
+            norm[self.group(name)] += float(start.pow(2).sum())
+        self.drift = {g: (moved[g] / norm[g]) ** 0.5 if norm[g] > 0 else 0.0 for g in moved}
+        return self.drift
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
+            drift = self.measure(pl_module)
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {f"drift/{g}": v for g, v in drift.items()}, step=trainer.global_step
+                )
