@@ -1,8 +1,10 @@
 """The embedded demo: pre-train `tiny` on English prose, continue it on Python source.
 
 `python -m cpt.demo` (what `make demo` runs) needs no download: both corpora come with Python and
-the tokenizer is trained here. It runs `cpt.train` twice, exactly as a user would, then prints the
-upstream and downstream validation loss before and after continual pre-training and saves a plot.
+the tokenizer is trained here. It runs `cpt.train` twice, exactly as a user would: pre-training,
+then continual pre-training re-warmed, with 25 % replay and the stability-gap monitor. It prints
+the upstream and downstream validation loss before and after CPT beside the gap metrics, and saves
+the figures.
 Extra arguments are Hydra overrides passed to both runs (e.g. `trainer.max_steps=50`).
 """
 
@@ -26,15 +28,21 @@ def train(overrides: list[str]) -> None:
 
 
 def table(summary: dict) -> str:
-    """Upstream/downstream loss before and after continual pre-training, as fixed-width text."""
+    """Loss before and after continual pre-training, and the stability gap, per domain."""
     before, after = summary["initial_val_loss"], summary["final_val_loss"]
-    lines = [
-        f"{'domain':<12}{'before CPT':>12}{'after CPT':>12}{'change':>10}",
-        "-" * 46,
-    ]
+    gap = summary.get("stability_gap", {})
+    header = f"{'domain':<12}{'before CPT':>12}{'after CPT':>12}{'change':>10}"
+    if gap:
+        header += f"{'gap peak':>10}{'at step':>9}{'recovered':>11}{'gap area':>10}"
+    lines = [header, "-" * len(header)]
     for domain in before:
         b, a = before[domain], after[domain]
-        lines.append(f"{domain:<12}{b:>12.3f}{a:>12.3f}{a - b:>+10.3f}")
+        line = f"{domain:<12}{b:>12.3f}{a:>12.3f}{a - b:>+10.3f}"
+        if domain in gap:
+            g = gap[domain]
+            recovered = "never" if g["recovery_step"] is None else str(g["recovery_step"])
+            line += f"{g['peak']:>10.3f}{g['peak_step']:>9}{recovered:>11}{g['gap_area']:>10.1f}"
+        lines.append(line)
     return "\n".join(lines)
 
 

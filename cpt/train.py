@@ -112,7 +112,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary = {
             "init": cfg.init,
             "resume": cfg.resume,
-            "mixture": datamodule.weights,
+            "mixture": datamodule.mixture_weights(max(trainer.global_step - 1, 0)),
             "steps": trainer.global_step,
             "tokens": module.tokens_seen,
             "tokens_per_source": datamodule.tokens_consumed(trainer.global_step),

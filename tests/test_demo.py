@@ -26,11 +26,18 @@ def test_demo_smoke(tmp_path, data_dir, capsys):
         ]
     )
     printed = capsys.readouterr().out
-    assert "before CPT" in printed and "upstream" in printed and "downstream" in printed
+    assert "before CPT" in printed and "gap peak" in printed and "upstream" in printed
+    assert set(summary["stability_gap"]) == {"upstream", "downstream"}
+    tokens = summary["tokens_per_source"]
+    assert tokens["upstream"] * 4 == tokens["upstream"] + tokens["downstream"]  # 25 % replay
+    assert (tmp_path / "demo" / "cpt" / "stability_gap.png").is_file()
     pretrain = json.loads((tmp_path / "demo" / "pretrain" / "summary.json").read_text())
     # the CPT run starts from the pre-trained weights: its "before" is pre-training's "after"
     assert summary["initial_val_loss"] == pretrain["final_val_loss"]
-    assert summary["init"].startswith("ckpt:") and summary["mixture"] == {"downstream": 1.0}
+    assert summary["init"].startswith("ckpt:") and summary["mixture"] == {
+        "downstream": 0.75,
+        "upstream": 0.25,
+    }
     assert summary["steps"] == 4 and pretrain["steps"] == 6
     assert (tmp_path / "demo" / "val_loss.png").stat().st_size > 10_000
 

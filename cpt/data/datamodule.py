@@ -270,6 +270,13 @@ class CPTDataModule(L.LightningDataModule):
             for n, c in zip(self.mixture.names, self.mixture.consumed(step))
         }
 
+    def mixture_weights(self, step: int) -> dict[str, float]:
+        """The normalised mixture weights in force at `step` (after any replay schedule)."""
+        assert self.mixture is not None
+        return {
+            n: round(float(w), 6) for n, w in zip(self.mixture.names, self.mixture.weights_at(step))
+        }
+
     def state_dict(self) -> dict[str, Any]:
         if self.mixture is None:
             return {}

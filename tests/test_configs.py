@@ -1,0 +1,26 @@
+"""Every option of the schedule and callbacks groups composes, validates and builds."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+
+from cpt.callbacks import Rewarm
+from cpt.config import validate
+from tests.conftest import CONF, compose_train
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "schedule").glob("*.yaml")))
+def test_every_schedule_option_validates(option):
+    cfg = compose_train([f"schedule={option}", "trainer.max_steps=1000", "output_dir=/tmp/x"])
+    validate(cfg)
+    rewarm = instantiate(cfg.callbacks.rewarm)
+    rewarm.build(1000)
+    assert isinstance(rewarm, Rewarm) and 0 <= rewarm.lr_at(500) <= cfg.optim.max_lr
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "callbacks").glob("*.yaml")))
+def test_every_callback_option_instantiates(option):
+    cfg = compose_train([f"callbacks=[default,{option}]", "output_dir=/tmp/x"])
+    built = [instantiate(entry) for entry in cfg.callbacks.values()]
+    assert sum(isinstance(c, Rewarm) for c in built) == 1
