@@ -101,6 +101,26 @@ class TrainConfig:
 
 def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("short_dirname"):
+        OmegaConf.register_new_resolver("short_dirname", short_dirname)
+
+
+def short_dirname(override_dirname: str, limit: int = 120) -> str:
+    """A job folder name from its overrides: last key component only, at most `limit` characters.
+
+    `optim.max_lr=0.0003,callbacks.replay.fraction=0.05` -> `max_lr=0.0003,fraction=0.05`; a longer
+    name is cut and ends with a hash of the whole, so two jobs never share a folder.
+    """
+    parts = []
+    for item in override_dirname.split(","):
+        key, sep, value = item.partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}" if sep else item)
+    name = ",".join(parts).replace("/", "-").replace("\\", "")
+    if len(name) <= limit:
+        return name
+    import hashlib
+
+    return f"{name[: limit - 9]}~{hashlib.sha1(override_dirname.encode()).hexdigest()[:8]}"
 
 
 def _fail(key: str, message: str) -> None:

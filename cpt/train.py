@@ -151,12 +151,25 @@ def _finish_wandb(loggers: list[Any], finished: bool) -> None:
         wandb.finish(exit_code=0 if finished else 1)
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
         summary = run(cfg)
-    except USER_ERRORS as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as err:
+        if _in_multirun():
+            # the job's own folder records why; Hydra runs the other jobs and reports at the end
+            Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.output_dir) / "error.txt").write_text(f"{type(err).__name__}: {err}\n")
+            log.error("job failed: %s", err)
+            raise
+        if not isinstance(err, USER_ERRORS) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
