@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint format clean
+.PHONY: install demo sweep-demo test test-slow lint format clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m cpt.demo
+
+sweep-demo: $(STAMP)
+	$(PY) scripts/sweep_demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
