@@ -79,6 +79,7 @@ class ScheduleConfig:
     anneal: Union[int, float] = 0.15
     decay: Union[int, float] = 0.2
     decay_shape: str = "1-sqrt"
+    unit: str = "steps"  # steps | tokens (integer lengths and timescale count tokens)
 
 
 @dataclass
@@ -163,7 +164,14 @@ def validate(cfg: DictConfig) -> None:
         )
     try:
         spec = ScheduleSpec(**OmegaConf.to_container(cfg.schedule, resolve=True))
-        build(spec, max_lr=cfg.optim.max_lr, total_steps=max_steps)
+        devices = cfg.trainer.get("devices", 1)
+        tokens_per_step = (
+            cfg.data.micro_batch_size
+            * cfg.data.seq_len
+            * cfg.trainer.get("accumulate_grad_batches", 1)
+            * (devices if isinstance(devices, int) and devices > 0 else 1)
+        )
+        build(spec, max_lr=cfg.optim.max_lr, total_steps=max_steps, tokens_per_step=tokens_per_step)
     except ValueError as err:
         _fail(*_split_key("schedule", str(err)))
     _validate_data(cfg.data)

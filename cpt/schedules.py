@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 Schedule = Callable[[int], float]
 SCHEDULES = ("constant", "cosine", "linear", "inverse_sqrt", "infinite", "wsd")
@@ -155,10 +155,23 @@ class ScheduleSpec:
     anneal: int | float = 0.15  # infinite: length of the final anneal (0: none)
     decay: int | float = 0.2  # wsd: length of the final decay
     decay_shape: str = "1-sqrt"  # wsd: linear | cosine | 1-sqrt
+    unit: str = "steps"  # steps | tokens: what integer phase lengths and the timescale count
 
 
-def build(spec: ScheduleSpec, *, max_lr: float, total_steps: int) -> Schedule:
-    """The schedule `spec.name` with its arguments bound: a function step -> lr."""
+def build(
+    spec: ScheduleSpec, *, max_lr: float, total_steps: int, tokens_per_step: int | None = None
+) -> Schedule:
+    """The schedule `spec.name` with its arguments bound: a function step -> lr.
+
+    With `unit: tokens`, integer phase lengths and `timescale` are token counts (CPT budgets are
+    stated in tokens), turned into steps with `tokens_per_step`; fractions stay fractions.
+    """
+    if spec.unit not in ("steps", "tokens"):
+        raise ValueError(f"unit: expected steps or tokens, got {spec.unit!r}")
+    if spec.unit == "tokens":
+        if not tokens_per_step:
+            raise ValueError("unit: tokens needs the number of tokens per optimizer step")
+        spec = _in_steps(spec, tokens_per_step)
     w = resolve_steps(spec.warmup, total_steps, "warmup")
     min_lr = spec.min_lr_ratio * max_lr
     if spec.name == "constant":
@@ -214,3 +227,21 @@ def build(spec: ScheduleSpec, *, max_lr: float, total_steps: int) -> Schedule:
             decay_shape=spec.decay_shape,
         )
     raise ValueError(f"name: unknown schedule {spec.name!r}; expected one of {SCHEDULES}")
+
+
+def _in_steps(spec: ScheduleSpec, tokens_per_step: int) -> ScheduleSpec:
+
+    def steps(value: int | float) -> int | float:
+        if isinstance(value, (float, bool)):
+            return value
+        return round(value / tokens_per_step)
+
+    return replace(
+        spec,
+        unit="steps",
+        warmup=steps(spec.warmup),
+        cooldown=steps(spec.cooldown),
+        anneal=steps(spec.anneal),
+        decay=steps(spec.decay),
+        timescale=spec.timescale / tokens_per_step,
+    )

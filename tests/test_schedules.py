@@ -169,3 +169,20 @@ def test_bad_specs_are_rejected():
         )
     with pytest.raises(ValueError, match="decay_shape"):
         build(ScheduleSpec("wsd", decay_shape="exp"), max_lr=MAX, total_steps=TOTAL)
+
+
+def test_phase_lengths_in_tokens():
+    tokens_per_step = 16 * 128
+    in_tokens = ScheduleSpec(
+        "infinite",
+        warmup=20 * tokens_per_step,
+        cooldown=400 * tokens_per_step,
+        anneal=0.15,
+        unit="tokens",
+    )
+    in_steps = ScheduleSpec("infinite", warmup=20, cooldown=400, anneal=0.15)
+    a = build(in_tokens, max_lr=1.0, total_steps=1000, tokens_per_step=tokens_per_step)
+    b = build(in_steps, max_lr=1.0, total_steps=1000)
+    assert [a(s) for s in range(0, 1001, 10)] == [b(s) for s in range(0, 1001, 10)]
+    with pytest.raises(ValueError, match="tokens per optimizer step"):
+        build(in_tokens, max_lr=1.0, total_steps=1000)

@@ -63,7 +63,11 @@ class Rewarm(L.Callback):
         return self._schedule(step - self.warm_steps)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.build(trainer.max_steps)
+        datamodule = trainer.datamodule
+        tokens_per_step = None
+        if datamodule is not None and datamodule.mixture is not None:
+            tokens_per_step = datamodule.mixture.global_batch * datamodule.seq_len
+        self.build(trainer.max_steps, tokens_per_step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path is not None or self.optimizer_state != "load":
