@@ -7,11 +7,13 @@ restores a whole training state through Lightning and is handled by the trainer.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
 from cpt.models.hf import (
@@ -112,3 +114,23 @@ def load_into(model: GPTNeoX, initial: InitialModel) -> None:
     """Copy the starting weights into `model` (nothing to do for a scratch start)."""
     if initial.state is not None:
         load_weights(model, initial.state, initial.source)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, flushed to disk, then renamed into place.
+
+    A process killed at any moment leaves either the previous checkpoint or the new one, never a
+    truncated file under a checkpoint's name.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with tmp.open("wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)

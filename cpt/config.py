@@ -14,6 +14,8 @@ from typing import Any, Optional, Union
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from cpt.data.shards import is_prepared
+from cpt.data.sources import SourceError, SourceSpec, check_source
 from cpt.models.attention import BACKENDS
 from cpt.models.presets import preset_names
 from cpt.schedules import SCHEDULES, ScheduleSpec, build
@@ -51,6 +53,7 @@ class DataConfig:
     domains: dict[str, DomainConfig] = field(default_factory=dict)
     seq_len: int = 128
     micro_batch_size: int = 16
+    global_batch_size: Optional[int] = None  # set: accumulate = global / (micro x devices), exactly
     num_workers: int = 0  # dataloader workers
     prepare_workers: int = 2  # tokenization processes
     shard_tokens: int = 268435456  # tokens per shard file (512 MB of uint16)
@@ -63,6 +66,9 @@ class OptimConfig:
     weight_decay: float = 0.1
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
+    on_nonfinite: str = (
+        "stop"  # stop (save the last good state, fail) | skip (count and skip the step)
+    )
 
 
 @dataclass
@@ -94,7 +100,10 @@ class TrainConfig:
     init: str = (
         "scratch"  # scratch | hf:<hub id or folder>[@revision] | ckpt:<lightning checkpoint>
     )
-    resume: Optional[str] = None  # a checkpoint whose full training state is restored
+    resume: Optional[str] = (
+        None  # a checkpoint whose full state is restored; auto: newest in output_dir
+    )
+    overwrite: bool = False  # allow an output_dir that already holds a finished run
     seed: int = 1234
     eval_before_fit: bool = True  # validate every domain at step 0 (the "before" of CPT)
     output_dir: str = MISSING
@@ -151,6 +160,8 @@ def validate(cfg: DictConfig) -> None:
     max_steps = cfg.trainer.get("max_steps", -1)
     if not isinstance(max_steps, int) or max_steps <= 0:
         _fail("trainer.max_steps", f"expected a positive step count, got {max_steps}")
+    if cfg.optim.on_nonfinite not in ("stop", "skip"):
+        _fail("optim.on_nonfinite", f"expected stop or skip, got {cfg.optim.on_nonfinite!r}")
     if cfg.optim.max_lr <= 0:
         _fail("optim.max_lr", f"expected a positive learning rate, got {cfg.optim.max_lr}")
     if cfg.schedule.name not in SCHEDULES:
@@ -175,6 +186,7 @@ def validate(cfg: DictConfig) -> None:
     except ValueError as err:
         _fail(*_split_key("schedule", str(err)))
     _validate_data(cfg.data)
+    _validate_hardware(cfg)
 
 
 def _validate_init(cfg: DictConfig) -> None:
@@ -186,7 +198,7 @@ def _validate_init(cfg: DictConfig) -> None:
         )
     if init == "scratch" and cfg.model.name is None:
         _fail("model.name", "a preset is needed when init=scratch (e.g. model=tiny)")
-    if cfg.resume is not None:
+    if cfg.resume is not None and cfg.resume != "auto":
         if init != "scratch":
             _fail(
                 "resume",
@@ -197,6 +209,44 @@ def _validate_init(cfg: DictConfig) -> None:
             _fail("resume", f"{cfg.resume}: no such checkpoint file")
     if init.startswith("ckpt:") and not Path(init.removeprefix("ckpt:")).expanduser().is_file():
         _fail("init", f"{init.removeprefix('ckpt:')}: no such checkpoint file")
+
+
+def devices_of(trainer: DictConfig) -> int | None:
+    """The number of processes a trainer config asks for, when it is a plain count."""
+    devices = trainer.get("devices", 1)
+    return devices if isinstance(devices, int) and devices > 0 else None
+
+
+def _validate_hardware(cfg: DictConfig) -> None:
+    import torch
+
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        _fail("trainer.accelerator", f"{accelerator} requested but no CUDA device is available")
+    if precision.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
+        _fail(
+            "trainer.precision",
+            f"{precision} requested but this GPU has no bf16 support; use 16-mixed",
+        )
+    size = cfg.data.global_batch_size
+    if size is not None:
+        devices = devices_of(cfg.trainer)
+        if devices is None:
+            _fail("trainer.devices", "data.global_batch_size needs a device count, not 'auto'")
+        per_step = cfg.data.micro_batch_size * devices
+        if size % per_step:
+            _fail(
+                "data.global_batch_size",
+                f"{size} is not divisible by micro_batch_size x devices = {per_step}",
+            )
+        accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+        if accumulate not in (1, size // per_step):
+            _fail(
+                "trainer.accumulate_grad_batches",
+                f"{accumulate} contradicts data.global_batch_size={size}",
+            )
 
 
 def _validate_data(data: DictConfig) -> None:
@@ -221,6 +271,11 @@ def _validate_data(data: DictConfig) -> None:
         _fail("data.mixture", "all weights are zero; expected at least one positive weight")
     if data.seq_len < 1:
         _fail("data.seq_len", f"expected a positive length, got {data.seq_len}")
+    for name, domain in data.domains.items():
+        try:
+            check_source(SourceSpec(domain.source)) if not is_prepared(domain.source) else None
+        except SourceError as err:
+            _fail(f"data.domains.{name}.source", str(err))
     if data.micro_batch_size < 1:
         _fail(
             "data.micro_batch_size", f"expected a positive batch size, got {data.micro_batch_size}"

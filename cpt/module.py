@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -10,6 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
 
 
 class CPTModule(L.LightningModule):
@@ -29,6 +34,7 @@ class CPTModule(L.LightningModule):
         self.domains = list(domains)
         self.sources = list(sources or domains)  # the training mixture's sources, by id
         self.tokens_seen = 0
+        self.skipped_steps = 0
         self.last_val: dict[str, float] = {}
         self._val_sums = torch.zeros(len(self.domains), 2)
 
@@ -50,6 +56,8 @@ class CPTModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         per_sequence = self.sequence_losses(batch)
         loss = per_sequence.mean()
+        if not torch.isfinite(loss):
+            return self._non_finite(loss)
         ids = batch["input_ids"]
         self.tokens_seen += (ids.shape[0] * (ids.shape[1] - 1)) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
@@ -58,6 +66,24 @@ class CPTModule(L.LightningModule):
         if len(self.sources) > 1 and "source" in batch:
             self._log_sources(per_sequence.detach(), batch["source"])
         return loss
+
+    def _non_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """Skip the step (counted), or save the last good state and stop with a clear message."""
+        step = self.global_step
+        if self.hparams.optim.get("on_nonfinite", "stop") == "skip":
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            # a loss with no path to the weights: no gradient, so the optimizer step changes
+            # nothing, while the step counter (and with it the schedule and the data) moves on
+            return loss.new_zeros((), requires_grad=True)
+        path = (
+            Path(self.trainer.default_root_dir) / "checkpoints" / f"nonfinite-step{step:07d}.ckpt"
+        )
+        self.trainer.save_checkpoint(path)  # the weights are still those before this step
+        raise NonFiniteLossError(
+            f"train/loss is {loss.item()} at step {step}; the last good state is in {path} "
+            "(optim.on_nonfinite=skip skips such steps instead)"
+        )
 
     def _log_sources(self, per_sequence: torch.Tensor, source: torch.Tensor) -> None:
         """Per-source training loss (this rank's share) and tokens consumed (exact, all ranks)."""

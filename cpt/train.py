@@ -19,27 +19,38 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cpt import config as config_schema
 from cpt.callbacks import PartialFreeze, Rewarm, StabilityGap, WeightDrift
-from cpt.checkpoints import initial_model, load_into
-from cpt.config import ConfigError, validate
+from cpt.checkpoints import AtomicCheckpointIO, initial_model, load_into
+from cpt.config import ConfigError, devices_of, validate
 from cpt.data.datamodule import CPTDataModule
 from cpt.data.sources import SourceError
 from cpt.data.tokenizer import TokenizerError
 from cpt.models.hf import CheckpointError
-from cpt.module import CPTModule
+from cpt.module import CPTModule, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 # What a user can get wrong; reported as one line, exit status 2, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, SourceError, TokenizerError)
+USER_ERRORS = (ConfigError, CheckpointError, SourceError, TokenizerError, NonFiniteLossError)
 
 config_schema.register()
 # The CSV metrics share the run folder with Hydra's files on purpose.
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 # Raised inside Lightning itself with recent torch; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def resolve_resume(resume: str | None, out: Path) -> str | None:
+    """`auto`: the newest checkpoint in `out/checkpoints` (None when there is none yet)."""
+    if resume != "auto":
+        return resume
+    # checkpoints are written atomically (temporary file, then rename): any *.ckpt is complete
+    candidates = [*(out / "checkpoints").glob("*.ckpt"), *out.glob("hpc_ckpt_*.ckpt")]
+    candidates.sort(key=lambda p: p.stat().st_mtime)
+    return str(candidates[-1]) if candidates else None
 
 
 def _instantiate_all(group: DictConfig) -> list[Any]:
@@ -55,8 +66,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as `cfg` says; returns the summary that is also written to `summary.json`."""
     validate(cfg)
     out = Path(cfg.output_dir)
+    resume = resolve_resume(cfg.resume, out)
+    if (out / "summary.json").is_file() and resume is None and not cfg.overwrite:
+        raise ConfigError(
+            f"output_dir: {out} already holds a finished run (summary.json); "
+            "choose another folder, resume=auto, or overwrite=true"
+        )
     L.seed_everything(cfg.seed, workers=True)
-    initial = initial_model(cfg.init, cfg.model.name)
+    initial = initial_model(cfg.init, cfg.model.name)  # a resume then restores all of its state
     if cfg.data.seq_len > initial.config.max_position_embeddings:
         raise ConfigError(
             f"data.seq_len: {cfg.data.seq_len} exceeds the model's "
@@ -95,23 +112,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             "callbacks: expected exactly one Rewarm entry (it sets the learning rate)"
         )
+    trainer_args = dict(cfg.trainer)
+    if cfg.data.global_batch_size is not None:  # validated: divisible by micro x devices
+        per_step = cfg.data.micro_batch_size * devices_of(cfg.trainer)
+        trainer_args["accumulate_grad_batches"] = cfg.data.global_batch_size // per_step
     trainer = L.Trainer(
-        **cfg.trainer,
+        **trainer_args,
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()],
     )
     started, finished = time.time(), False
     try:
         initial_val = {}
-        if cfg.eval_before_fit and cfg.resume is None:
+        if cfg.eval_before_fit and resume is None:
             trainer.validate(module, datamodule=datamodule, verbose=False)
             initial_val = dict(module.last_val)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         trainer.validate(module, datamodule=datamodule, verbose=False)
         summary = {
             "init": cfg.init,
-            "resume": cfg.resume,
+            "resume": resume,
             "mixture": datamodule.mixture_weights(max(trainer.global_step - 1, 0)),
             "steps": trainer.global_step,
             "tokens": module.tokens_seen,
@@ -162,6 +184,9 @@ def _in_multirun() -> bool:
 def main(cfg: DictConfig) -> None:
     try:
         summary = run(cfg)
+    except SIGTERMException:
+        print("preempted (SIGTERM): checkpoint saved; continue with resume=auto", file=sys.stderr)
+        return
     except Exception as err:
         if _in_multirun():
             # the job's own folder records why; Hydra runs the other jobs and reports at the end
@@ -176,5 +201,27 @@ def main(cfg: DictConfig) -> None:
     log.info("final validation loss: %s", summary["final_val_loss"])
 
 
+def precheck(argv: list[str]) -> None:
+    """Compose the config once before Hydra does, so a bad override is one line and exit 2."""
+    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv) or os.environ.get(
+        "HYDRA_FULL_ERROR"
+    ):
+        return  # multirun and Hydra's own flags: Hydra reports per job
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            compose("train", overrides=argv)
+    except Exception as err:
+        message = " ".join(str(err).split())
+        cause = err.__cause__
+        if cause is not None and str(cause).split("\n")[0] not in message:
+            message += f" ({str(cause).splitlines()[0]})"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()

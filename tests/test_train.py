@@ -218,7 +218,7 @@ def test_hf_init_trains_and_exports_back(tiny_run, tmp_path):
     ]
     assert torch.equal(model.gpt_neox.embed_in.weight, state["model.embed_in.weight"])
 
-    mismatch = tiny_run(f"init=hf:{tmp_path / 'upstream_hf'}", "model=pythia-14m")
+    mismatch = tiny_run(f"init=hf:{tmp_path / 'upstream_hf'}", "model=pythia-14m", out="mismatch")
     with pytest.raises(ValueError, match="model.name=pythia-14m disagrees"):
         run(mismatch)
 

@@ -47,13 +47,16 @@ class Rewarm(L.Callback):
         self.init = init
         self._schedule: schedules.Schedule | None = None
 
-    def build(self, total_steps: int) -> None:
+    def build(self, total_steps: int, tokens_per_step: int | None = None) -> None:
         if self.warm_steps >= total_steps:
             raise ValueError(
                 f"warm_steps {self.warm_steps} leave no step of the run ({total_steps})"
             )
         self._schedule = schedules.build(
-            self.spec, max_lr=self.max_lr, total_steps=total_steps - self.warm_steps
+            self.spec,
+            max_lr=self.max_lr,
+            total_steps=total_steps - self.warm_steps,
+            tokens_per_step=tokens_per_step,
         )
 
     def lr_at(self, step: int) -> float:

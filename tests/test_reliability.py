@@ -1,0 +1,200 @@
+"""Resume, crash safety, pre-emption, non-finite losses and distributed correctness."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cpt.checkpoints import read_lightning_checkpoint
+from cpt.config import ConfigError
+from cpt.module import NonFiniteLossError
+from cpt.train import run
+from tests.conftest import SMALL_DATA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(out: Path, data_dir: Path, *overrides: str) -> list[str]:
+    if not any(o.startswith("data.micro_batch_size=") for o in overrides):
+        overrides = ("data.micro_batch_size=4", *overrides)
+    return [
+        sys.executable,
+        "-m",
+        "cpt.train",
+        "logger=csv",
+        f"data.dir={data_dir}",
+        *SMALL_DATA,
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]
+
+
+def test_resume_auto_and_finished_run_protection(tiny_run):
+    first = tiny_run("trainer.max_steps=4", out="job")
+    run(first)
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        run(tiny_run("trainer.max_steps=4", out="job"))
+    again = run(tiny_run("trainer.max_steps=6", "resume=auto", out="job"))
+    assert again["steps"] == 6 and again["resume"].endswith(".ckpt")
+    assert run(tiny_run("trainer.max_steps=2", "overwrite=true", out="job"))["steps"] == 2
+    fresh = run(tiny_run("trainer.max_steps=2", "resume=auto", out="new"))  # nothing to resume yet
+    assert fresh["resume"] is None and fresh["steps"] == 2
+
+
+def test_non_finite_loss_stops_with_the_last_good_state(tiny_run):
+    cfg = tiny_run(
+        "optim.max_lr=1e6",
+        "schedule.warmup=0",
+        "trainer.max_steps=30",
+        "trainer.gradient_clip_val=null",
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"train/loss is (nan|inf) at step \d+; the last good state"
+    ):
+        run(cfg)
+    saved = list((Path(cfg.output_dir) / "checkpoints").glob("nonfinite-step*.ckpt"))
+    assert len(saved) == 1
+    state = read_lightning_checkpoint(saved[0])["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_non_finite_loss_skipped_when_asked(tiny_run):
+    cfg = tiny_run(
+        "optim.max_lr=1e6",
+        "schedule.warmup=0",
+        "trainer.max_steps=12",
+        "trainer.gradient_clip_val=null",
+        "optim.on_nonfinite=skip",
+    )
+    summary = run(cfg)
+    assert summary["steps"] == 12
+    with (Path(cfg.output_dir) / "metrics.csv").open() as handle:
+        skipped = [line for line in handle if line]
+    assert "train/skipped_steps" in skipped[0]
+
+
+def _steps_logged(out: Path) -> int:
+    metrics = out / "metrics.csv"
+    return metrics.read_text().count("\n") if metrics.is_file() else 0
+
+
+def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path, data_dir):
+    rng = random.Random(0)
+    for trial in range(3):
+        out = tmp_path / f"kill{trial}"
+        args = cli(
+            out,
+            data_dir,
+            "trainer.max_steps=400",
+            "callbacks.checkpoint.every_n_train_steps=1",
+            "callbacks.checkpoint.save_top_k=1",
+        )
+        process = subprocess.Popen(
+            args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.time() + 120
+        while not list((out / "checkpoints").glob("*.ckpt")) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0.1, 2.0))  # somewhere in the middle of writing checkpoints
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        checkpoints = sorted((out / "checkpoints").glob("*.ckpt"))
+        assert checkpoints, "no checkpoint before the kill"
+        for path in checkpoints:  # every file under a checkpoint name is complete
+            assert read_lightning_checkpoint(path)["global_step"] >= 1
+    newest = max((out / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    target = read_lightning_checkpoint(newest)["global_step"] + 2
+    resumed = subprocess.run(
+        cli(out, data_dir, "resume=auto", f"trainer.max_steps={target}"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["resume"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
+    out = tmp_path / "term"
+    process = subprocess.Popen(
+        cli(
+            out, data_dir, "trainer.max_steps=400", "callbacks.checkpoint.every_n_train_steps=1000"
+        ),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while _steps_logged(out) < 6 and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "preempted (SIGTERM): checkpoint saved" in stderr
+    state = read_lightning_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert 0 < state["global_step"] < 400
+    resumed = subprocess.run(
+        cli(out, data_dir, "resume=auto", f"trainer.max_steps={state['global_step'] + 2}"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == state["global_step"] + 2
+
+
+@pytest.mark.distributed
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, data_dir):
+    common = [
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        "trainer.limit_val_batches=null",  # every rank validates the same full set
+        "data.train=downstream",
+    ]
+    single = subprocess.run(
+        cli(tmp_path / "one", data_dir, *common, "data.micro_batch_size=8"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run(
+        cli(
+            tmp_path / "two",
+            data_dir,
+            *common,
+            "data.micro_batch_size=4",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "+trainer.strategy=ddp",
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert one["tokens"] == two["tokens"] == 4 * 8 * 32
+    for domain, loss in one["initial_val_loss"].items():  # the same model and validation set
+        assert two["initial_val_loss"][domain] == pytest.approx(loss, abs=1e-6)
+    for domain, loss in one["final_val_loss"].items():  # the same updates from the same batches
+        assert two["final_val_loss"][domain] == pytest.approx(loss, abs=1e-4)
