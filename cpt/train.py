@@ -53,6 +53,20 @@ def resolve_resume(resume: str | None, out: Path) -> str | None:
     return str(candidates[-1]) if candidates else None
 
 
+def build_callbacks(group: DictConfig) -> list[Any]:
+    """The callbacks, whose own argument checks become one-line config errors."""
+    try:
+        callbacks = _instantiate_all(group)
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
+        raise ConfigError(f"callbacks: {cause}") from None
+    if sum(isinstance(c, Rewarm) for c in callbacks) != 1:
+        raise ConfigError(
+            "callbacks: expected exactly one Rewarm entry (it sets the learning rate)"
+        )
+    return callbacks
+
+
 def _instantiate_all(group: DictConfig) -> list[Any]:
     """Every entry of a callbacks/logger dict that has a `_target_`, in config order."""
     return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
@@ -72,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"output_dir: {out} already holds a finished run (summary.json); "
             "choose another folder, resume=auto, or overwrite=true"
         )
+    callbacks = build_callbacks(cfg.callbacks)
     L.seed_everything(cfg.seed, workers=True)
     initial = initial_model(cfg.init, cfg.model.name)  # a resume then restores all of its state
     if cfg.data.seq_len > initial.config.max_position_embeddings:
@@ -103,15 +118,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_all(cfg.logger)
     for logger in loggers:
         logger.log_hyperparams(resolved)
-    try:
-        callbacks = _instantiate_all(cfg.callbacks)
-    except Exception as err:  # a callback's own argument check
-        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
-        raise ConfigError(f"callbacks: {cause}") from None
-    if sum(isinstance(c, Rewarm) for c in callbacks) != 1:
-        raise ConfigError(
-            "callbacks: expected exactly one Rewarm entry (it sets the learning rate)"
-        )
     trainer_args = dict(cfg.trainer)
     if cfg.data.global_batch_size is not None:  # validated: divisible by micro x devices
         per_step = cfg.data.micro_batch_size * devices_of(cfg.trainer)
@@ -202,7 +208,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def precheck(argv: list[str]) -> None:
-    """Compose the config once before Hydra does, so a bad override is one line and exit 2."""
+    """Compose and validate once before Hydra does: a bad input is one line, exit 2, no files."""
     if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv) or os.environ.get(
         "HYDRA_FULL_ERROR"
     ):
@@ -212,7 +218,12 @@ def precheck(argv: list[str]) -> None:
     conf = Path(__file__).resolve().parents[1] / "conf"
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            compose("train", overrides=argv)
+            cfg = compose("train", overrides=argv)
+            cfg.output_dir = (
+                "/dev/null/precheck"  # Hydra sets the real one; nothing is written here
+            )
+            validate(cfg)  # before Hydra creates the run folder
+            build_callbacks(cfg.callbacks)
     except Exception as err:
         message = " ".join(str(err).split())
         cause = err.__cause__

@@ -108,6 +108,25 @@ def test_init_and_resume_together_is_an_error(tiny_run, tmp_path):
         ("data.train=german", "data.train: 'german' is not a domain"),
         ("init=ckpt:/no/such.ckpt", "init: /no/such.ckpt: no such checkpoint file"),
         ("init=hf", "init: 'hf' not understood"),
+        (
+            "callbacks=cpt callbacks.replay.fraction=1.5",
+            "callbacks: callbacks.replay.fraction: expected a value in [0, 1]",
+        ),
+        (
+            "data.global_batch_size=10",
+            "data.global_batch_size: 10 is not divisible by micro_batch_size x devices = 4",
+        ),
+        (
+            "trainer.accelerator=gpu",
+            "trainer.accelerator: gpu requested but no CUDA device is available",
+        ),
+        (
+            "data.domains.upstream.source=/no/such/*.jsonl",
+            "data.domains.upstream.source: /no/such/*.jsonl: no such file",
+        ),
+        ("callbacks.rewarm.optimizer_state=cold", "callbacks: optimizer_state 'cold' unknown"),
+        ("optim.on_nonfinite=ignore", "optim.on_nonfinite: expected stop or skip"),
+        ("schedule.name=exponential", "schedule.name: unknown schedule 'exponential'"),
         ("data.seq_len=4096", "data.seq_len: 4096 exceeds the model's max_position_embeddings 512"),
     ],
 )
@@ -226,3 +245,50 @@ def test_hf_init_trains_and_exports_back(tiny_run, tmp_path):
 def test_small_data_overrides_compose():
     cfg = compose_train([*SMALL_DATA, "output_dir=/tmp/x"])
     assert cfg.data.domains.upstream.max_docs == 40 and cfg.model.name == "tiny"
+
+
+def test_bf16_where_the_gpu_lacks_it(tiny_run, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(
+        ConfigError, match="^trainer.precision: bf16-mixed requested but this GPU has no bf16"
+    ):
+        run(tiny_run("trainer.precision=bf16-mixed", "trainer.accelerator=gpu"))
+
+
+def test_global_batch_size_sets_accumulation(tiny_run):
+    summary = run(tiny_run("data.global_batch_size=8", "trainer.max_steps=2"))
+    assert summary["tokens"] == 2 * 8 * 32  # micro-batch 4, accumulated twice
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["optim.max_lrr=1e-3"], "error: Could not override 'optim.max_lrr'."),
+        (["seed=soon"], "error: Error merging override seed=soon"),
+        (
+            ["data.domains.upstream.source=/no/such.jsonl"],
+            "error: data.domains.upstream.source: /no/such.jsonl: no such file",
+        ),
+    ],
+)
+def test_command_line_bad_inputs_exit_2_in_one_line(tmp_path, data_dir, overrides, line):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cpt.train",
+            "logger=csv",
+            f"data.dir={data_dir}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), result.stderr
+    assert not (tmp_path / "run").exists()

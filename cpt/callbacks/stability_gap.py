@@ -179,6 +179,7 @@ def plot_gap(
                 color=line.get_color(),
             )
     ax.set_xscale("symlog", linthresh=20)
+    ax.set_xlim(left=0)
     ax.set_xlabel("optimizer step (linear to 20, then log)")
     ax.set_ylabel("held-out loss")
     ax.set_title(
