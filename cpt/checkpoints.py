@@ -14,33 +14,31 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
 
-from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
 from cpt.models.hf import (
     CheckpointError,
     config_from_hf,
+    load_hf_streaming,
     load_weights,
-    read_state_dict,
     resolve_folder,
-    state_from_hf,
 )
 from cpt.models.presets import config_from_name
-
-# Fields that change the shapes or the function of the network (not its initialisation).
-_ARCH_FIELDS = [f.name for f in fields(GPTNeoXConfig) if f.name != "initializer_range"]
+from cpt.models.registry import ModelConfig, config_from_dict
 
 
 @dataclass
 class InitialModel:
-    config: GPTNeoXConfig
-    state: dict[str, torch.Tensor] | None  # our parameter names; None: random initialisation
+    config: ModelConfig
     source: str
+    folder: Path | None = None  # a Hugging Face folder, streamed shard by shard into the model
+    state: dict[str, torch.Tensor] | None = None  # our names (memory-mapped from a .ckpt)
 
 
 def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
     """A Lightning checkpoint loaded without unpickling arbitrary objects."""
     try:
-        return torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+        return torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except Exception as err:
@@ -59,22 +57,26 @@ def model_state(checkpoint: dict[str, Any], source: str) -> dict[str, torch.Tens
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
-def checkpoint_config(checkpoint: dict[str, Any], source: str) -> GPTNeoXConfig:
+def checkpoint_config(checkpoint: dict[str, Any], source: str) -> ModelConfig:
     try:
-        return GPTNeoXConfig.from_dict(checkpoint["hyper_parameters"]["arch"])
+        return config_from_dict(checkpoint["hyper_parameters"]["arch"])
     except (KeyError, TypeError):
         raise CheckpointError(
             f"{source}: no architecture in hyper_parameters; expected a cpt.train checkpoint"
         ) from None
 
 
-def check_agreement(
-    preset: str, expected: GPTNeoXConfig, found: GPTNeoXConfig, source: str
-) -> None:
+def check_agreement(preset: str, expected: ModelConfig, found: ModelConfig, source: str) -> None:
     """A preset named beside a checkpoint must describe the same network."""
+    if expected.family != found.family:
+        raise CheckpointError(
+            f"model.name={preset} is a {expected.family} model but {source} holds a {found.family} one"
+        )
+    # every field but the initialisation scale changes the function of the network
+    names = [f.name for f in fields(expected) if f.name not in ("initializer_range", "model_type")]
     diffs = [
         f"{name} {getattr(expected, name)} != {getattr(found, name)}"
-        for name in _ARCH_FIELDS
+        for name in names
         if getattr(expected, name) != getattr(found, name)
     ]
     if diffs:
@@ -89,18 +91,16 @@ def initial_model(init: str, preset: str | None) -> InitialModel:
     if init == "scratch":
         if preset is None:
             raise CheckpointError("init=scratch needs a model preset (model.name)")
-        return InitialModel(config_from_name(preset), None, "scratch")
+        return InitialModel(config_from_name(preset), "scratch")
     if init.startswith("hf:"):
         folder = resolve_folder(init.removeprefix("hf:"))
         config = config_from_hf(json.loads((folder / "config.json").read_text()), str(folder))
-        state = state_from_hf(read_state_dict(folder), config)
-        found = InitialModel(config, state, str(folder))
+        found = InitialModel(config, str(folder), folder=folder)
     elif init.startswith("ckpt:"):
         path = init.removeprefix("ckpt:")
         checkpoint = read_lightning_checkpoint(path)
-        found = InitialModel(
-            checkpoint_config(checkpoint, path), model_state(checkpoint, path), path
-        )
+        state = model_state(checkpoint, path)
+        found = InitialModel(checkpoint_config(checkpoint, path), path, state=state)
     else:
         raise CheckpointError(
             f"init={init!r} not understood; expected scratch, hf:<id or folder> or ckpt:<file>"
@@ -110,9 +110,11 @@ def initial_model(init: str, preset: str | None) -> InitialModel:
     return found
 
 
-def load_into(model: GPTNeoX, initial: InitialModel) -> None:
+def load_into(model: nn.Module, initial: InitialModel) -> None:
     """Copy the starting weights into `model` (nothing to do for a scratch start)."""
-    if initial.state is not None:
+    if initial.folder is not None:
+        load_hf_streaming(model, initial.folder, initial.source)
+    elif initial.state is not None:
         load_weights(model, initial.state, initial.source)
 
 

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 from cpt.checkpoints import checkpoint_config, model_state, read_lightning_checkpoint
-from cpt.models.gpt_neox import GPTNeoX
 from cpt.models.hf import CheckpointError, load_weights, to_hf
+from cpt.models.registry import build_model
 
 
 def export(checkpoint: str | Path, folder: str | Path, tokenizer: str | Path | None = None) -> Path:
     checkpoint = Path(checkpoint)
     state = read_lightning_checkpoint(checkpoint)
-    model = GPTNeoX(checkpoint_config(state, str(checkpoint)))
+    model = build_model(checkpoint_config(state, str(checkpoint)))
     load_weights(model, model_state(state, str(checkpoint)), str(checkpoint))
     if tokenizer is None:
         beside_run = checkpoint.resolve().parent.parent / "tokenizer.json"

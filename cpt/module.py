@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+from cpt.models.registry import build_model, config_from_dict
 
 
 class NonFiniteLossError(RuntimeError):
@@ -30,7 +30,7 @@ class CPTModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = GPTNeoX(GPTNeoXConfig.from_dict(arch), attention=attention)
+        self.model = build_model(config_from_dict(arch), attention=attention)
         self.domains = list(domains)
         self.sources = list(sources or domains)  # the training mixture's sources, by id
         self.tokens_seen = 0

@@ -139,7 +139,7 @@ def test_pickle_with_code_is_refused(tmp_path, capfd):
 
 
 def test_other_architecture_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(CheckpointError, match="expected 'gpt_neox'"):
         from_hf(str(tmp_path))
 

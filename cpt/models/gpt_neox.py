@@ -36,6 +36,8 @@ class GPTNeoXConfig:
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
 
+    family = "gpt_neox"
+
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
@@ -59,10 +61,11 @@ class GPTNeoXConfig:
         return int(self.head_size * self.rotary_pct)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"family": self.family, **asdict(self)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GPTNeoXConfig:
+        values = {k: v for k, v in values.items() if k != "family"}
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -214,6 +217,13 @@ class GPTNeoX(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def tie_and_materialize(self) -> None:
+        """After weights were assigned into a meta-device model: tie again, rebuild the buffers."""
+        if self.config.tie_word_embeddings:
+            self.embed_out.weight = self.embed_in.weight
+        if self.rotary.inv_freq.is_meta:
+            self.rotary = RotaryEmbedding(self.config.rotary_ndims, self.config.rotary_emb_base)
 
     def forward(
         self,

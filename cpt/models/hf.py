@@ -1,29 +1,39 @@
 """Bridge to Hugging Face checkpoints: `from_hf` reads one into our model, `to_hf` writes one.
 
-The architecture always comes from the checkpoint's `config.json`, in either of the two formats
-found in the wild: the hub's Pythia files (`rotary_pct`, `rotary_emb_base`) and what transformers 5
-writes (`rope_parameters` with `partial_rotary_factor` and `rope_theta`). Weights are read from
-safetensors when present, else from `.bin` files with `torch.load(weights_only=True)`, so a
-checkpoint can never run code while loading.
+The architecture always comes from the checkpoint's `config.json` (GPT-NeoX/Pythia or the Llama
+family), in either of the formats found in the wild: the hub's files (`rotary_pct`,
+`rotary_emb_base`; `rope_theta`, `rope_scaling`) and what transformers 5 writes (`rope_parameters`).
+Weights are read from safetensors when present, else from `.bin` files with
+`torch.load(weights_only=True)`, so a checkpoint can never run code while loading. They are
+streamed shard by shard into a model built on the meta device: loading needs the model's size in
+memory, not twice that.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+from cpt.models.gpt_neox import GPTNeoXConfig
+from cpt.models.hf_llama import MODEL_TYPES as LLAMA_TYPES
+from cpt.models.hf_llama import llama_config_from_hf, llama_config_to_hf
+from cpt.models.registry import ModelConfig, build_model
 
-HF_PREFIX = "gpt_neox."
 # Buffers that old checkpoints carry and that we recompute.
 _IGNORED_SUFFIXES = ("attention.bias", "attention.masked_bias", "rotary_emb.inv_freq")
-# transformers 5 names the output layer `lm_head` in memory; files usually say `embed_out`.
-_HF_RENAMES = {"lm_head.weight": "embed_out.weight"}
+# family -> (prefix of the body in HF names, our output layer, HF's output layer, our input embedding)
+_NAMES = {
+    "gpt_neox": ("gpt_neox.", "embed_out.weight", "embed_out.weight", "embed_in.weight"),
+    "llama": ("model.", "lm_head.weight", "lm_head.weight", "embed_tokens.weight"),
+}
+MAX_SHARD_BYTES = 5 * 1024**3
 
 
 class CheckpointError(ValueError):
@@ -66,12 +76,20 @@ def resolve_folder(spec: str, revision: str | None = None) -> Path:
     return folder
 
 
-def config_from_hf(values: dict[str, Any], source: str = "config.json") -> GPTNeoXConfig:
+def config_from_hf(values: dict[str, Any], source: str = "config.json") -> ModelConfig:  # noqa: C901
     """Our config from a `config.json` dict, accepting both the hub's and transformers 5's keys."""
     model_type = values.get("model_type")
+    if model_type in LLAMA_TYPES:
+        try:
+            return llama_config_from_hf(values)
+        except KeyError as err:
+            raise CheckpointError(f"{source}: missing key {err.args[0]!r}") from None
+        except ValueError as err:
+            raise CheckpointError(f"{source}: {err}") from None
     if model_type != "gpt_neox":
         raise CheckpointError(
-            f"{source}: model_type is {model_type!r}; expected 'gpt_neox' (Pythia / GPT-NeoX)"
+            f"{source}: model_type is {model_type!r}; expected 'gpt_neox' (Pythia / GPT-NeoX) "
+            f"or one of {list(LLAMA_TYPES)}"
         )
     rope = values.get("rope_parameters") or values.get("rope_scaling") or {}
     if rope.get("rope_type", "default") not in ("default", None):
@@ -99,9 +117,11 @@ def config_from_hf(values: dict[str, Any], source: str = "config.json") -> GPTNe
         raise CheckpointError(f"{source}: {err}") from None
 
 
-def config_to_hf(config: GPTNeoXConfig) -> dict[str, Any]:
+def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     """A `config.json` that transformers 4 (legacy keys) and 5 (`rope_parameters`) both read."""
-    values = config.to_dict()
+    if config.family == "llama":
+        return llama_config_to_hf(config)
+    values = {k: v for k, v in config.to_dict().items() if k != "family"}
     values.update(
         architectures=["GPTNeoXForCausalLM"],
         model_type="gpt_neox",
@@ -117,26 +137,33 @@ def config_to_hf(config: GPTNeoXConfig) -> dict[str, Any]:
     return values
 
 
-def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint folder: safetensors first, then weights-only `.bin`."""
-    for index_name, loader in (
-        ("model.safetensors.index.json", _load_safetensors),
-        ("pytorch_model.bin.index.json", _load_bin),
-    ):
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a checkpoint folder, safetensors first, shards in index order."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = folder / index_name
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(loader(folder / shard))
-            return state
-    if (folder / "model.safetensors").is_file():
-        return _load_safetensors(folder / "model.safetensors")
-    if (folder / "pytorch_model.bin").is_file():
-        return _load_bin(folder / "pytorch_model.bin")
+            shards = json.loads(index.read_text())["weight_map"].values()
+            return [folder / name for name in dict.fromkeys(shards)]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return [folder / name]
     raise CheckpointError(
         f"{folder}: no weights found; expected model.safetensors, pytorch_model.bin or a shard index"
     )
+
+
+def iter_shards(folder: Path) -> Iterator[dict[str, torch.Tensor]]:
+    """The checkpoint's tensors, one weight file at a time."""
+    for path in weight_files(folder):
+        yield _load_safetensors(path) if path.suffix == ".safetensors" else _load_bin(path)
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder at once (small checkpoints; see `load_hf_streaming`)."""
+    state: dict[str, torch.Tensor] = {}
+    for shard in iter_shards(folder):
+        state.update(shard)
+    return state
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -145,64 +172,129 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # an unpickler refusal names the offending global
         raise CheckpointError(
             f"{path}: refused to load: not a plain tensor file ({err.__class__.__name__})"
         ) from None
 
 
-def state_from_hf(state: dict[str, torch.Tensor], config: GPTNeoXConfig) -> dict[str, torch.Tensor]:
+def state_from_hf(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
     """Rename HF keys to ours and drop the buffers old checkpoints carry."""
-    ours = {
-        _HF_RENAMES.get(key, key.removeprefix(HF_PREFIX)): tensor
-        for key, tensor in state.items()
-        if not key.endswith(_IGNORED_SUFFIXES)
-    }
-    if config.tie_word_embeddings and "embed_out.weight" not in ours and "embed_in.weight" in ours:
-        ours["embed_out.weight"] = ours["embed_in.weight"]
+    prefix, our_head, _, embedding = _NAMES[config.family]
+    ours = {}
+    for key, tensor in state.items():
+        if key.endswith(_IGNORED_SUFFIXES):
+            continue
+        ours[our_head if key == "lm_head.weight" else key.removeprefix(prefix)] = tensor
+    if config.tie_word_embeddings:
+        ours.pop(our_head, None)  # tied: the output layer is the input embedding
     return ours
 
 
-def load_weights(model: GPTNeoX, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `state` (our names) into `model`: every parameter covered, nothing left over."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
+def _expected(model: nn.Module) -> dict[str, torch.Size]:
+    """Parameter and persistent-buffer shapes, tied parameters once (under their first name)."""
+    return {
+        k: v.shape
+        for k, v in model.state_dict(keep_vars=True).items()
+        if not _is_tied_head(model, k)
+    }
+
+
+def _is_tied_head(model: nn.Module, key: str) -> bool:
+    config = getattr(model, "config", None)
+    return bool(config and config.tie_word_embeddings and key == _NAMES[config.family][1])
+
+
+def _check(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, partial: bool = False
+) -> None:
+    expected = _expected(model)
     unexpected = sorted(set(state) - set(expected))
+    missing = [] if partial else sorted(set(expected) - set(state))
     if missing or unexpected:
         raise CheckpointError(
             f"{source}: weights do not match the architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
+        if tensor.shape != expected[key]:
             raise CheckpointError(
-                f"{source}: {key} has shape {tuple(tensor.shape)}; "
-                f"expected {tuple(expected[key].shape)}"
+                f"{source}: {key} has shape {tuple(tensor.shape)}; expected {tuple(expected[key])}"
             )
-    model.load_state_dict(state)
 
 
-def from_hf(path_or_id: str, revision: str | None = None, attention: str = "sdpa") -> GPTNeoX:
-    """Our model with the weights of a Hugging Face GPT-NeoX checkpoint (folder or hub id)."""
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` (our names) into `model`: every parameter covered, nothing left over."""
+    state = {k: v for k, v in state.items() if not _is_tied_head(model, k)}
+    _check(model, state, source)
+    model.load_state_dict(state, strict=False)
+
+
+def load_hf_streaming(model: nn.Module, folder: Path, source: str) -> None:
+    """Load a checkpoint one weight file at a time (into a meta-device model: by assignment)."""
+    config = model.config
+    on_meta = any(p.is_meta for p in model.parameters())
+    covered: set[str] = set()
+    for shard in iter_shards(folder):
+        part = state_from_hf(shard, config)
+        _check(model, part, source, partial=True)
+        model.load_state_dict(part, strict=False, assign=on_meta)
+        covered |= set(part)
+        del shard, part
+    missing = sorted(set(_expected(model)) - covered)
+    if missing:
+        raise CheckpointError(
+            f"{source}: weights do not match the architecture (missing {missing[:3]})"
+        )
+    model.tie_and_materialize()
+
+
+def from_hf(path_or_id: str, revision: str | None = None, attention: str = "sdpa") -> nn.Module:
+    """Our model with the weights of a Hugging Face checkpoint (a folder or a hub id)."""
     folder = resolve_folder(path_or_id, revision)
     config = config_from_hf(json.loads((folder / "config.json").read_text()), str(folder))
-    model = GPTNeoX(config, attention=attention)
-    load_weights(model, state_from_hf(read_state_dict(folder), config), str(folder))
+    with torch.device("meta"):
+        model = build_model(config, attention)
+    load_hf_streaming(model, folder, str(folder))
     return model
 
 
-def to_hf(model: GPTNeoX, folder: str | Path, tokenizer_file: str | Path | None = None) -> Path:
-    """Write `config.json` + `model.safetensors` (+ `tokenizer.json`) readable by transformers."""
+def to_hf(
+    model: nn.Module,
+    folder: str | Path,
+    tokenizer_file: str | Path | None = None,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+) -> Path:
+    """Write `config.json`, the weights (sharded with an index beyond `max_shard_bytes`) and
+    `tokenizer.json`, as transformers reads them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {}
+    prefix, our_head, hf_head, _ = _NAMES[model.config.family]
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
     for key, tensor in model.state_dict().items():
-        if model.config.tie_word_embeddings and key == "embed_out.weight":
+        if _is_tied_head(model, key):
             continue
-        name = key if key == "embed_out.weight" else HF_PREFIX + key
-        state[name] = tensor.detach().to("cpu").contiguous()
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][hf_head if key == our_head else prefix + key] = (
+            tensor.detach().to("cpu").contiguous()
+        )
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(folder / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(t.numel() * t.element_size() for shard in shards for t in shard.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (folder / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
     if tokenizer_file is not None:
         shutil.copyfile(tokenizer_file, folder / "tokenizer.json")
