@@ -20,7 +20,7 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cpt import config as config_schema
 from cpt.callbacks import PartialFreeze, Rewarm, StabilityGap, WeightDrift
@@ -76,8 +76,11 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train as `cfg` says; returns the summary that is also written to `summary.json`."""
+def preflight(cfg: DictConfig) -> tuple[str | None, list[Any], Any]:
+    """Every check that needs no data: config, output folder, callbacks, the starting model.
+
+    Returns the checkpoint to resume (or None), the callbacks and the initial model.
+    """
     validate(cfg)
     out = Path(cfg.output_dir)
     resume = resolve_resume(cfg.resume, out)
@@ -87,13 +90,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "choose another folder, resume=auto, or overwrite=true"
         )
     callbacks = build_callbacks(cfg.callbacks)
-    L.seed_everything(cfg.seed, workers=True)
     initial = initial_model(cfg.init, cfg.model.name)  # a resume then restores all of its state
     if cfg.data.seq_len > initial.config.max_position_embeddings:
         raise ConfigError(
             f"data.seq_len: {cfg.data.seq_len} exceeds the model's "
             f"max_position_embeddings {initial.config.max_position_embeddings}"
         )
+    return resume, callbacks, initial
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train as `cfg` says; returns the summary that is also written to `summary.json`."""
+    resume, callbacks, initial = preflight(cfg)
+    out = Path(cfg.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
     datamodule = CPTDataModule.from_config(cfg.data, cfg.seed)
     if _is_rank_zero():
         datamodule.prepare_data()
@@ -218,12 +228,12 @@ def precheck(argv: list[str]) -> None:
     conf = Path(__file__).resolve().parents[1] / "conf"
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            cfg = compose("train", overrides=argv)
-            cfg.output_dir = (
-                "/dev/null/precheck"  # Hydra sets the real one; nothing is written here
-            )
-            validate(cfg)  # before Hydra creates the run folder
-            build_callbacks(cfg.callbacks)
+            cfg = compose("train", overrides=argv, return_hydra_config=True)
+        run_dir = str(cfg.hydra.run.dir)  # the folder Hydra is about to create
+        with open_dict(cfg):
+            del cfg["hydra"]
+        cfg.output_dir = run_dir
+        preflight(cfg)  # before Hydra creates the run folder
     except Exception as err:
         message = " ".join(str(err).split())
         cause = err.__cause__
