@@ -96,23 +96,28 @@ class Mixture:
         return self.consumed(step + 1) - self.consumed(step)
 
     def consumed(self, step: int) -> np.ndarray:
-        """Windows of each source in all global batches before `step`."""
-        if step < self._step:
-            self._reset()
-        while self._step < step:
+        """Windows of each source in all global batches before `step`.
+
+        Cumulative counts are kept for every step computed so far, so the loader (running ahead)
+        and the loggers (a step behind) read them in O(1) instead of replaying from step 0.
+        """
+        while self._known <= step:
+            s = self._known - 1  # the step whose global batch is apportioned now
             # the target is cumulative: what the weights of every step so far add up to
             if self._weights_at is None:
-                self._target = self.weights * self.global_batch * (self._step + 1)
+                self._target = self.weights * self.global_batch * (s + 1)
             else:
-                self._target = self._target + self.weights_at(self._step) * self.global_batch
-            quotas = self._target - self._consumed
-            self._consumed = self._consumed + largest_remainder(quotas, self.global_batch)
-            self._step += 1
-        return self._consumed.copy()
+                self._target = self._target + self.weights_at(s) * self.global_batch
+            done = self._history[s]
+            if self._known == len(self._history):
+                self._history = np.concatenate([self._history, np.zeros_like(self._history)])
+            self._history[s + 1] = done + largest_remainder(self._target - done, self.global_batch)
+            self._known += 1
+        return self._history[step].copy()
 
     def _reset(self) -> None:
-        self._step = 0
-        self._consumed = np.zeros(len(self.sources), dtype=np.int64)
+        self._history = np.zeros((1024, len(self.sources)), dtype=np.int64)  # row s: before step s
+        self._known = 1
         self._target = np.zeros(len(self.sources))
 
     def window(self, source: int, draw: int) -> int:
