@@ -175,6 +175,8 @@ class CPTDataModule(L.LightningDataModule):
 
     # ---- preparation ------------------------------------------------------------------------------
     def prepare_data(self) -> None:
+        if len(self.prepared) == len(self.domains):
+            return  # Lightning calls this on every validate() and fit(): fingerprint once
         for name, spec in self.domains.items():
             if is_prepared(spec.source.source):
                 prepared = load_prepared(Path(spec.source.source).expanduser())
@@ -185,8 +187,9 @@ class CPTDataModule(L.LightningDataModule):
                 )
 
     def setup(self, stage: str | None = None) -> None:
-        if len(self.prepared) < len(self.domains):
-            self.prepare_data()  # reuses the folders local rank 0 wrote
+        if self.mixture is not None:
+            return  # already set up by an earlier validate() or fit() of the same run
+        self.prepare_data()  # reuses the folders local rank 0 wrote
         for name, prepared in self.prepared.items():
             if len(prepared.tokens("val")) <= self.seq_len:
                 raise SourceError(
