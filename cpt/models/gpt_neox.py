@@ -94,12 +94,16 @@ _ACTIVATIONS = {
 }
 
 
-class RotaryEmbedding(nn.Module):
-    """cos/sin tables for the rotated part of each head (the first `rotary_ndims` channels)."""
+def rotary_frequencies(dim: int, base: float) -> torch.Tensor:
+    """The standard rotary inverse frequencies of `dim` rotated channels."""
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
-    def __init__(self, dim: int, base: float) -> None:
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for the rotated channels of each head (shared by every model family)."""
+
+    def __init__(self, inv_freq: torch.Tensor) -> None:
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -198,7 +202,9 @@ class GPTNeoX(nn.Module):
         self.embed_out = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.embed_out.weight = self.embed_in.weight
-        self.rotary = RotaryEmbedding(config.rotary_ndims, config.rotary_emb_base)
+        self.rotary = RotaryEmbedding(
+            rotary_frequencies(config.rotary_ndims, config.rotary_emb_base)
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -223,7 +229,10 @@ class GPTNeoX(nn.Module):
         if self.config.tie_word_embeddings:
             self.embed_out.weight = self.embed_in.weight
         if self.rotary.inv_freq.is_meta:
-            self.rotary = RotaryEmbedding(self.config.rotary_ndims, self.config.rotary_emb_base)
+            config = self.config
+            self.rotary = RotaryEmbedding(
+                rotary_frequencies(config.rotary_ndims, config.rotary_emb_base)
+            )
 
     def forward(
         self,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpt.models.attention import BACKENDS, attend
-from cpt.models.gpt_neox import apply_rotary
+from cpt.models.gpt_neox import RotaryEmbedding, apply_rotary, rotary_frequencies
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,7 @@ class LlamaConfig:
 
 def rope_frequencies(config: LlamaConfig) -> torch.Tensor:
     """Inverse frequencies, with Llama 3's scaling of the long wavelengths when configured."""
-    dim = config.head_size
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    inv_freq = rotary_frequencies(config.head_size, config.rope_theta)
     scaling = config.rope_scaling or {}
     if scaling.get("rope_type", "default") != "llama3":
         return inv_freq
@@ -182,7 +181,7 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        self.register_buffer("inv_freq", rope_frequencies(config), persistent=False)
+        self.rotary = RotaryEmbedding(rope_frequencies(config))
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
 
@@ -202,7 +201,11 @@ class Llama(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         if self.inv_freq.is_meta:
-            self.inv_freq = rope_frequencies(self.config)
+            self.rotary = RotaryEmbedding(rope_frequencies(self.config))
+
+    @property
+    def inv_freq(self) -> torch.Tensor:
+        return self.rotary.inv_freq
 
     def forward(self, input_ids, position_ids=None, segment_ids=None) -> torch.Tensor:
         return self.lm_head(self.hidden_states(input_ids, position_ids, segment_ids))
@@ -216,9 +219,7 @@ class Llama(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(t, device=input_ids.device)[None]
         x = self.embed_tokens(input_ids)
-        freqs = position_ids[..., None].float() * self.inv_freq.to(input_ids.device)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos()[:, None].to(x.dtype), emb.sin()[:, None].to(x.dtype)
+        cos, sin = self.rotary(position_ids, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, segment_ids)
         return self.norm(x)
