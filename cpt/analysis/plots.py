@@ -43,30 +43,53 @@ def swept(runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def plot_curves(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    metric: str,
+    x: str,
+    by: list[str],
+    domains,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    max_step: int | None = None,
+):
+    """One panel per domain, one line per finished run: `metric` against `x` (step or tokens)."""
+    fig, axes = plt.subplots(1, len(domains), figsize=(6 * len(domains), 4), squeeze=False)
+    for ax, domain in zip(axes[0], domains):
+        for _, row in runs[runs["status"] == "finished"].iterrows():
+            mask = (curves["run"] == row["run"]) & (curves["domain"] == domain)
+            c = curves[mask & (curves["metric"] == metric)]
+            if max_step is not None:
+                c = c[c["step"] <= max_step]
+            ax.plot(c[x], c["value"], marker=".", label=label(row, by))
+        ax.set_title(title.format(domain=domain))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_rewarming(
     runs: pd.DataFrame,
     curves: pd.DataFrame,
     by: list[str] | None = None,
     domains=("upstream", "downstream"),
 ):
-    by = by or swept(runs)
-    fig, axes = plt.subplots(1, len(domains), figsize=(6 * len(domains), 4), squeeze=False)
-    finished = runs[runs["status"] == "finished"]
-    for ax, domain in zip(axes[0], domains):
-        for _, row in finished.iterrows():
-            c = curves[
-                (curves["run"] == row["run"])
-                & (curves["domain"] == domain)
-                & (curves["metric"] == "loss")
-            ]
-            ax.plot(c["tokens"], c["value"], marker=".", label=label(row, by))
-        ax.set_title(f"{domain} validation loss")
-        ax.set_xlabel("tokens seen in continual pre-training")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return plot_curves(
+        runs,
+        curves,
+        "loss",
+        "tokens",
+        by or swept(runs),
+        domains,
+        "{domain} validation loss",
+        "tokens seen in continual pre-training",
+        "loss",
+    )
 
 
 def plot_replay_frontier(
@@ -114,25 +137,18 @@ def plot_stability_gap(
     max_step: int | None = 200,
     domains=("upstream", "downstream"),
 ):
-    by = by or swept(runs)
-    fig, axes = plt.subplots(1, len(domains), figsize=(6 * len(domains), 4), squeeze=False)
-    for ax, domain in zip(axes[0], domains):
-        for _, row in runs[runs["status"] == "finished"].iterrows():
-            c = curves[
-                (curves["run"] == row["run"])
-                & (curves["domain"] == domain)
-                & (curves["metric"] == "gap_loss")
-            ]
-            if max_step is not None:
-                c = c[c["step"] <= max_step]
-            ax.plot(c["step"], c["value"], marker=".", label=label(row, by))
-        ax.set_title(f"{domain}: the first steps of CPT")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("held-out loss")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return plot_curves(
+        runs,
+        curves,
+        "gap_loss",
+        "step",
+        by or swept(runs),
+        domains,
+        "{domain}: the first steps of CPT",
+        "optimizer step",
+        "held-out loss",
+        max_step,
+    )
 
 
 def gap_table(runs: pd.DataFrame, domain: str = "upstream") -> pd.DataFrame:
