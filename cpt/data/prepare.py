@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class DomainSpec:
     val_tokens: int = 32768
     seed: int = 1234
     shard_tokens: int = 1 << 28  # 512 MB of uint16 per shard
-    extra: dict[str, Any] = field(default_factory=dict)  # not fingerprinted (e.g. display name)
 
 
 def fingerprint(spec: DomainSpec, tokenizer: Tokenizer) -> str:

@@ -206,7 +206,3 @@ def fingerprint(spec: SourceSpec) -> str:
             if path.is_file():
                 h.update(f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode())
     return h.hexdigest()
-
-
-def num_files(spec: SourceSpec) -> int:
-    return len(resolve_files(spec.source)) if spec.kind == "files" else 1

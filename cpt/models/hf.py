@@ -158,14 +158,6 @@ def iter_shards(folder: Path) -> Iterator[dict[str, torch.Tensor]]:
         yield _load_safetensors(path) if path.suffix == ".safetensors" else _load_bin(path)
 
 
-def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint folder at once (small checkpoints; see `load_hf_streaming`)."""
-    state: dict[str, torch.Tensor] = {}
-    for shard in iter_shards(folder):
-        state.update(shard)
-    return state
-
-
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path), device="cpu")
 
