@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cpt.data.shards import is_prepared
 from cpt.data.sources import SourceError, SourceSpec, check_source
-from cpt.models.attention import BACKENDS
+from cpt.models.attention import BACKENDS, flash_available
 from cpt.models.presets import preset_names
 from cpt.schedules import SCHEDULES, ScheduleSpec, build
 
@@ -28,7 +28,10 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: Optional[str] = None  # a preset; None takes the architecture of the `init` checkpoint
-    attention: str = "sdpa"
+    attention: str = "sdpa"  # sdpa | flash (CUDA, flash-attn) | eager (the reference)
+    loss: str = "chunked"  # chunked: no [tokens, vocab] logits kept | plain: the reference
+    activation_checkpointing: bool = False  # recompute block activations in backward
+    compile: bool = False  # torch.compile every block (falls back to eager if Inductor fails)
 
 
 @dataclass
@@ -156,6 +159,8 @@ def validate(cfg: DictConfig) -> None:
         _fail(
             "model.attention", f"{cfg.model.attention!r} unknown; expected one of {list(BACKENDS)}"
         )
+    if cfg.model.loss not in ("chunked", "plain"):
+        _fail("model.loss", f"{cfg.model.loss!r} unknown; expected chunked or plain")
     _validate_init(cfg)
     max_steps = cfg.trainer.get("max_steps", -1)
     if not isinstance(max_steps, int) or max_steps <= 0:
@@ -230,6 +235,24 @@ def _validate_hardware(cfg: DictConfig) -> None:
             "trainer.precision",
             f"{precision} requested but this GPU has no bf16 support; use 16-mixed",
         )
+    strategy = cfg.trainer.get("strategy")
+    fsdp = "fsdp" in str(strategy.get("_target_") if isinstance(strategy, DictConfig) else strategy)
+    if fsdp and not (on_gpu and torch.cuda.is_available()):
+        _fail(
+            "trainer.strategy",
+            "FSDP needs CUDA GPUs (Lightning runs it on no other accelerator); "
+            "use trainer=ddp or the default single-device trainer here",
+        )
+    if cfg.model.attention == "flash":
+        why = flash_available()
+        if why is not None:
+            _fail("model.attention", f"flash {why}")
+        if not precision.startswith(("bf16", "16")):
+            _fail(
+                "model.attention",
+                f"flash runs in bf16/fp16 only, but trainer.precision is {precision}; "
+                "use trainer.precision=bf16-mixed",
+            )
     size = cfg.data.global_batch_size
     if size is not None:
         devices = devices_of(cfg.trainer)

@@ -8,8 +8,8 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
+from cpt.models.llama import RMSNorm
 from cpt.models.registry import build_model, config_from_dict
 
 
@@ -27,10 +27,15 @@ class CPTModule(L.LightningModule):
         optim: dict[str, Any],
         domains: list[str],
         sources: list[str] | None = None,
+        loss: str = "chunked",
+        activation_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(config_from_dict(arch), attention=attention)
+        self.model.set_loss(loss)
+        self.model.activation_checkpointing = activation_checkpointing
         self.domains = list(domains)
         self.sources = list(sources or domains)  # the training mixture's sources, by id
         self.tokens_seen = 0
@@ -45,17 +50,28 @@ class CPTModule(L.LightningModule):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
-    def sequence_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean next-token cross-entropy of every `seq_len + 1` window: shape `[batch]`."""
+    def losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean next-token loss with gradient, mean loss of every window `[batch]` without)."""
         ids = batch["input_ids"]
         inputs, targets = ids[:, :-1], ids[:, 1:]
-        logits = self.model(inputs, batch.get("position_ids"), batch.get("segment_ids"))
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-        return losses.view(targets.shape).mean(dim=1)
+        positions, segments = batch.get("position_ids"), batch.get("segment_ids")
+        loss, per_token = self.model(inputs, positions, segments, targets)
+        return loss, per_token.mean(dim=1)
+
+    def sequence_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token cross-entropy of every `seq_len + 1` window: shape `[batch]`."""
+        return self.losses(batch)[1]
+
+    def on_fit_start(self) -> None:
+        if self.hparams.get("compile") and self.trainer.datamodule is not None:
+            data = self.trainer.datamodule
+            example = torch.zeros(data.micro_batch_size, data.seq_len, dtype=torch.long)
+            self.model.compile_blocks(
+                example.to(self.device), self.trainer.precision_plugin.forward_context()
+            )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        per_sequence = self.sequence_losses(batch)
-        loss = per_sequence.mean()
+        loss, per_sequence = self.losses(batch)
         if not torch.isfinite(loss):
             return self._non_finite(loss)
         ids = batch["input_ids"]
@@ -122,11 +138,18 @@ class CPTModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optim = self.hparams.optim
+        # matrices and embeddings decay; biases and norm gains do not. Decided by module type,
+        # not by shape: under FSDP the parameters are flat shards when this runs.
+        exempt = set()
+        for module in self.model.modules():
+            if isinstance(module, (torch.nn.LayerNorm, RMSNorm)):
+                exempt.update(id(p) for p in module.parameters(recurse=False))
+            elif isinstance(module, torch.nn.Linear) and module.bias is not None:
+                exempt.add(id(module.bias))
         decay, no_decay = [], []
         for param in self.model.parameters():
             if param.requires_grad:
-                # matrices and embeddings decay; biases and LayerNorm gains do not
-                (decay if param.ndim >= 2 else no_decay).append(param)
+                (no_decay if id(param) in exempt else decay).append(param)
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": optim["weight_decay"]},
@@ -135,6 +158,7 @@ class CPTModule(L.LightningModule):
             lr=optim["max_lr"],
             betas=tuple(optim["betas"]),
             eps=optim["eps"],
+            fused=self.device.type in ("cpu", "cuda") or None,  # one kernel for all parameters
         )
         # the learning rate of every step is set by the Rewarm callback, which owns the schedule
         return optimizer

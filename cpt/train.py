@@ -72,6 +72,19 @@ def _instantiate_all(group: DictConfig) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
+def trainer_arguments(trainer: DictConfig) -> dict[str, Any]:
+    """`lightning.Trainer` keyword arguments; a `strategy` with a `_target_` is instantiated."""
+    args = dict(trainer)
+    strategy = args.get("strategy")
+    if isinstance(strategy, DictConfig) and "_target_" in strategy:
+        try:
+            args["strategy"] = instantiate(strategy)
+        except Exception as err:
+            cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
+            raise ConfigError(f"trainer.strategy: {cause}") from None
+    return args
+
+
 def _is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
@@ -90,6 +103,7 @@ def preflight(cfg: DictConfig) -> tuple[str | None, list[Any], Any]:
             "choose another folder, resume=auto, or overwrite=true"
         )
     callbacks = build_callbacks(cfg.callbacks)
+    trainer_arguments(cfg.trainer)  # a bad strategy option fails here, before any data work
     initial = initial_model(cfg.init, cfg.model.name)  # a resume then restores all of its state
     if cfg.data.seq_len > initial.config.max_position_embeddings:
         raise ConfigError(
@@ -115,6 +129,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = CPTModule(
         arch=initial.config.to_dict(),
         attention=cfg.model.attention,
+        loss=cfg.model.loss,
+        activation_checkpointing=cfg.model.activation_checkpointing,
+        compile=cfg.model.compile,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         domains=datamodule.domain_names,
         sources=list(datamodule.weights),
@@ -128,7 +145,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_all(cfg.logger)
     for logger in loggers:
         logger.log_hyperparams(resolved)
-    trainer_args = dict(cfg.trainer)
+    trainer_args = trainer_arguments(cfg.trainer)
     if cfg.data.global_batch_size is not None:  # validated: divisible by micro x devices
         per_step = cfg.data.micro_batch_size * devices_of(cfg.trainer)
         trainer_args["accumulate_grad_batches"] = cfg.data.global_batch_size // per_step

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpt.models.attention import BACKENDS, attend
+from cpt.models.attention import BACKENDS, Documents, attend
+from cpt.models.base import CausalLM
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,14 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        segment_ids: torch.Tensor | None,
+        documents: Documents | None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
         # Hugging Face layout: per head, [query | key | value] of head_size each
         qkv = self.query_key_value(x).view(b, t, self.num_heads, 3 * self.head_size)
         q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)  # [b, heads, t, head_size]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = attend(q, k, v, self.backend, segment_ids)
+        y = attend(q, k, v, self.backend, documents)
         return self.dense(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -176,9 +177,9 @@ class Block(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        segment_ids: torch.Tensor | None,
+        documents: Documents | None,
     ) -> torch.Tensor:
-        attn = self.attention(self.input_layernorm(x), cos, sin, segment_ids)
+        attn = self.attention(self.input_layernorm(x), cos, sin, documents)
         if self.use_parallel_residual:
             # Pythia: x + attn(ln1(x)) + mlp(ln2(x))
             return x + attn + self.mlp(self.post_attention_layernorm(x))
@@ -186,7 +187,7 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class GPTNeoX(nn.Module):
+class GPTNeoX(CausalLM):
     """A causal LM: `forward(input_ids)` returns logits `[batch, seq, vocab]`."""
 
     def __init__(self, config: GPTNeoXConfig, attention: str = "sdpa") -> None:
@@ -234,14 +235,12 @@ class GPTNeoX(nn.Module):
                 rotary_frequencies(config.rotary_ndims, config.rotary_emb_base)
             )
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits; `position_ids`/`segment_ids` restart positions and attention per document."""
-        return self.embed_out(self.hidden_states(input_ids, position_ids, segment_ids))
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.embed_out.weight
+
+    def hidden_input(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_in(input_ids)
 
     def hidden_states(
         self,
@@ -260,6 +259,4 @@ class GPTNeoX(nn.Module):
             position_ids = torch.arange(t, device=input_ids.device)[None]
         x = self.embed_in(input_ids)
         cos, sin = self.rotary(position_ids, x.dtype)
-        for layer in self.layers:
-            x = layer(x, cos, sin, segment_ids)
-        return self.final_layer_norm(x)
+        return self.final_layer_norm(self.run_blocks(x, cos, sin, segment_ids))

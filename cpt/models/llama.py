@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpt.models.attention import BACKENDS, attend
+from cpt.models.base import CausalLM
 from cpt.models.gpt_neox import RotaryEmbedding, apply_rotary, rotary_frequencies
 
 
@@ -127,7 +128,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.heads * hd, d, bias=config.o_bias)
         self.backend = backend
 
-    def forward(self, x, cos, sin, segment_ids):
+    def forward(self, x, cos, sin, documents):
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.heads, self.head_size).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_size).transpose(1, 2)
@@ -136,7 +137,7 @@ class Attention(nn.Module):
         if self.kv_heads != self.heads:  # grouped-query attention: each kv head serves a group
             repeat = self.heads // self.kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        y = attend(q, k, v, self.backend, segment_ids)
+        y = attend(q, k, v, self.backend, documents)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -160,12 +161,12 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, segment_ids):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, segment_ids)
+    def forward(self, x, cos, sin, documents):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, documents)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class Llama(nn.Module):
+class Llama(CausalLM):
     """A causal LM: `forward(input_ids)` returns logits `[batch, seq, vocab]`."""
 
     def __init__(self, config: LlamaConfig, attention: str = "sdpa") -> None:
@@ -207,8 +208,12 @@ class Llama(nn.Module):
     def inv_freq(self) -> torch.Tensor:
         return self.rotary.inv_freq
 
-    def forward(self, input_ids, position_ids=None, segment_ids=None) -> torch.Tensor:
-        return self.lm_head(self.hidden_states(input_ids, position_ids, segment_ids))
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.lm_head.weight
+
+    def hidden_input(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
 
     def hidden_states(self, input_ids, position_ids=None, segment_ids=None) -> torch.Tensor:
         _, t = input_ids.shape
@@ -220,6 +225,4 @@ class Llama(nn.Module):
             position_ids = torch.arange(t, device=input_ids.device)[None]
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(position_ids, x.dtype)
-        for layer in self.layers:
-            x = layer(x, cos, sin, segment_ids)
-        return self.norm(x)
+        return self.norm(self.run_blocks(x, cos, sin, segment_ids))

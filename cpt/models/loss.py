@@ -1,0 +1,86 @@
+"""Next-token cross-entropy from the final hidden states, without materialising all logits.
+
+The plain path builds `[tokens, vocab]` logits, an fp32 copy, a log-softmax saved for backward
+and its gradient: at Pythia's 50k vocabulary and 2048 tokens that is 412 MB per fp32 copy, more
+than the activations of all the blocks of a small model. Here the output projection and the loss
+run over chunks of tokens, and in training each chunk's gradients (to the hidden states and to
+the output weight) are computed at once, so only one chunk's logits exist at any time and the
+backward pass of the head is a rescaling. Same three matmuls as the plain path, no recomputation.
+
+The differentiable output is the mean over tokens (what training minimises); the per-token
+losses come back without gradient, for per-sequence and per-source logging.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# elements of one chunk's logits; 2**25 fp32 = 128 MiB (e.g. 667 tokens of a 50k vocabulary)
+CHUNK_ELEMENTS = 2**25
+
+
+def chunk_tokens(vocab_size: int) -> int:
+    """Tokens per chunk so that a chunk's fp32 logits stay near `CHUNK_ELEMENTS`."""
+    return max(1, CHUNK_ELEMENTS // vocab_size)
+
+
+def lm_loss(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss with gradient, per-token losses `targets.shape` without gradient).
+
+    `hidden` `[..., d]`, `weight` `[vocab, d]` (the output projection, no bias), `targets` `[...]`.
+    `chunk` tokens per chunk; None or 0 takes the plain full-logits path (the reference).
+    """
+    flat_hidden, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    if not chunk:
+        logits = F.linear(flat_hidden, weight).float()
+        losses = F.cross_entropy(logits, flat_targets, reduction="none")
+        return losses.mean(), losses.detach().view(targets.shape)
+    grads = torch.is_grad_enabled()  # validation runs under no_grad: losses only
+    loss, losses = _ChunkedCrossEntropy.apply(flat_hidden, weight, flat_targets, chunk, grads)
+    return loss, losses.view(targets.shape)
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk, grads):  # noqa: ANN001, ANN205
+        n = hidden.shape[0]
+        want_hidden = grads and ctx.needs_input_grad[0]
+        want_weight = grads and ctx.needs_input_grad[1]
+        losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            if want_weight
+            else None
+        )
+        for start in range(0, n, chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = F.linear(h, weight).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            losses[start : start + chunk] = lse - logits.gather(1, t[:, None]).squeeze(1)
+            if not (want_hidden or want_weight):
+                continue
+            # d(mean loss)/d(logits) = (softmax - one_hot) / n, built in place of the logits
+            grad = logits.sub_(lse[:, None]).exp_()
+            grad[torch.arange(len(t), device=t.device), t] -= 1.0
+            grad = grad.div_(n).to(h.dtype)
+            if want_hidden:
+                grad_hidden[start : start + chunk] = grad @ weight.to(h.dtype)
+            if want_weight:
+                grad_weight += (grad.T @ h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        ctx.mark_non_differentiable(losses)
+        return losses.mean(), losses
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_losses):  # noqa: ANN001, ANN205
+        grad_hidden, grad_weight = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden.mul_(grad_loss.to(grad_hidden.dtype))
+        if grad_weight is not None:
+            grad_weight = grad_weight.mul_(grad_loss).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None
