@@ -12,9 +12,10 @@ import torch
 
 from cpt.callbacks import PartialFreeze, Replay
 from cpt.callbacks.stability_gap import eval_steps, gap_metrics
-from cpt.callbacks.throughput import flops_per_token
+from cpt.callbacks.throughput import flops_per_token, model_flops_per_token
 from cpt.checkpoints import read_lightning_checkpoint
 from cpt.config import ConfigError
+from cpt.models.presets import config_from_name
 from cpt.train import run
 
 
@@ -81,6 +82,12 @@ def test_replay_fraction_schedules():
 
 def test_flops_per_token():
     assert flops_per_token(1000, 2, 8, 16) == 6 * 1000 + 12 * 2 * 8 * 16
+    # Pythia-410m at 2048 tokens: N = 302M in the blocks + the 51.5M output head (the input
+    # embedding is a lookup), so 130k tokens/s on a 989 TFLOP/s H100/H200 is about 36 % MFU
+    config = config_from_name("pythia-410m")
+    n = 6 * (config.num_parameters(embeddings=False) + 50304 * 1024) + 12 * 24 * 1024 * 2048
+    assert model_flops_per_token(config, 2048) == n
+    assert 130_000 * n / 989e12 == pytest.approx(0.36, abs=0.01)
 
 
 # ---- optimizer state at the start of CPT -------------------------------------------------------

@@ -1,8 +1,10 @@
 """`Throughput`: tokens per second, model FLOPs utilisation and peak memory, in the progress bar.
 
-FLOPs per token = 6 N + 12 L d T (N non-embedding parameters, L layers, d width, T sequence
-length): the dense matmuls forward and backward plus the attention scores. MFU is measured against
-`peak_tflops` (e.g. 989 for an H100/H200 in bf16); without it, MFU is not logged.
+FLOPs per token = 6 N + 12 L d T (N the parameters that take part in matmuls: all but the input
+embedding, whose lookup costs nothing; L layers, d width, T sequence length): the dense matmuls
+forward and backward plus the attention scores (PaLM's MFU, Chowdhery et al. 2022, appendix B).
+MFU is measured against `peak_tflops` (989 for an H100/H200 in dense bf16); on a CUDA device
+whose name says H100 or H200 that is the default, elsewhere MFU is not logged unless it is given.
 """
 
 from __future__ import annotations
@@ -10,13 +12,32 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from typing import Any
 
 import lightning as L
 import torch
 
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
 
 def flops_per_token(num_parameters: int, layers: int, width: int, seq_len: int) -> float:
     return 6.0 * num_parameters + 12.0 * layers * width * seq_len
+
+
+def model_flops_per_token(config: Any, seq_len: int) -> float:
+    """6 N + 12 L d T for a model config of either family (N includes the output head)."""
+    matmul_parameters = (
+        config.num_parameters(embeddings=False) + config.vocab_size * config.hidden_size
+    )
+    return flops_per_token(matmul_parameters, config.num_hidden_layers, config.hidden_size, seq_len)
+
+
+def default_peak_tflops(device: torch.device) -> float | None:
+    """The dense bf16 peak of a known CUDA GPU (by name), else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops for key, tflops in PEAK_BF16_TFLOPS.items() if key in name), None)
 
 
 class Throughput(L.Callback):
@@ -26,14 +47,9 @@ class Throughput(L.Callback):
         self._flops_per_token = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        config = pl_module.model.config
         seq_len = trainer.datamodule.seq_len if trainer.datamodule is not None else 0
-        self._flops_per_token = flops_per_token(
-            config.num_parameters(embeddings=False),
-            config.num_hidden_layers,
-            config.hidden_size,
-            seq_len,
-        )
+        self._flops_per_token = model_flops_per_token(pl_module.model.config, seq_len)
+        self.peak_tflops = self.peak_tflops or default_peak_tflops(pl_module.device)
         self._times = [(time.perf_counter(), pl_module.tokens_seen)]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:

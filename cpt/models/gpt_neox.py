@@ -16,6 +16,7 @@ from torch import nn
 
 from cpt.models.attention import BACKENDS, Documents, attend
 from cpt.models.base import CausalLM
+from cpt.models.recompute import activation_linear
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class Attention(nn.Module):
         qkv = self.query_key_value(x).view(b, t, self.num_heads, 3 * self.head_size)
         q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)  # [b, heads, t, head_size]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        v = v.contiguous()  # attention keeps v for backward: not the whole fused qkv behind it
         y = attend(q, k, v, self.backend, documents)
         return self.dense(y.transpose(1, 2).reshape(b, t, -1))
 
@@ -160,7 +162,8 @@ class MLP(nn.Module):
         self.act = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense_4h_to_h(self.act(self.dense_h_to_4h(x)))
+        out = self.dense_4h_to_h
+        return activation_linear(self.dense_h_to_4h(x), self.act, out.weight, out.bias)
 
 
 class Block(nn.Module):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# elements of one chunk's logits; 2**25 fp32 = 128 MiB (e.g. 667 tokens of a 50k vocabulary)
-CHUNK_ELEMENTS = 2**25
+# elements of one chunk's logits; 2**23 fp32 = 32 MiB (e.g. 166 tokens of a 50k vocabulary)
+CHUNK_ELEMENTS = 2**23
 
 
 def chunk_tokens(vocab_size: int) -> int:
@@ -38,49 +38,66 @@ def lm_loss(
         logits = F.linear(flat_hidden, weight).float()
         losses = F.cross_entropy(logits, flat_targets, reduction="none")
         return losses.mean(), losses.detach().view(targets.shape)
+    device = hidden.device.type
+    # the matmuls run in the autocast dtype when autocast is on, as F.linear would run them
+    compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     grads = torch.is_grad_enabled()  # validation runs under no_grad: losses only
-    loss, losses = _ChunkedCrossEntropy.apply(flat_hidden, weight, flat_targets, chunk, grads)
+    loss, losses = _ChunkedCrossEntropy.apply(
+        flat_hidden, weight, flat_targets, chunk, grads, compute
+    )
     return loss, losses.view(targets.shape)
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, grads):  # noqa: ANN001, ANN205
+    def forward(ctx, hidden, weight, targets, chunk, grads, compute):  # noqa: ANN001, ANN205
         n = hidden.shape[0]
         want_hidden = grads and ctx.needs_input_grad[0]
         want_weight = grads and ctx.needs_input_grad[1]
+        compute = compute or hidden.dtype
+        h_all, w = hidden.to(compute), weight.to(compute)
         losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        # fp32 accumulator of the output weight's gradient (the weight's own dtype when fp32)
         grad_weight = (
             torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             if want_weight
             else None
         )
-        for start in range(0, n, chunk):
-            h, t = hidden[start : start + chunk], targets[start : start + chunk]
-            logits = F.linear(h, weight).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            losses[start : start + chunk] = lse - logits.gather(1, t[:, None]).squeeze(1)
-            if not (want_hidden or want_weight):
-                continue
-            # d(mean loss)/d(logits) = (softmax - one_hot) / n, built in place of the logits
-            grad = logits.sub_(lse[:, None]).exp_()
-            grad[torch.arange(len(t), device=t.device), t] -= 1.0
-            grad = grad.div_(n).to(h.dtype)
-            if want_hidden:
-                grad_hidden[start : start + chunk] = grad @ weight.to(h.dtype)
-            if want_weight:
-                grad_weight += (grad.T @ h).float()
-        ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.weight_dtype = weight.dtype
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, n, chunk):
+                h, t = h_all[start : start + chunk], targets[start : start + chunk]
+                log_probs = torch.log_softmax(F.linear(h, w).float(), dim=-1)
+                losses[start : start + chunk] = -log_probs.gather(1, t[:, None]).squeeze(1)
+                if not (want_hidden or want_weight):
+                    continue
+                # d(sum of losses)/d(logits) = softmax - one_hot, built in place; the 1/n of the
+                # mean is applied in backward, to the small gradients rather than to this chunk
+                grad = log_probs.exp_()
+                grad[torch.arange(len(t), device=t.device), t] -= 1.0
+                if want_weight:
+                    if compute == torch.float32 or grad.device.type == "cpu":
+                        # fp32 in place: on a CPU an fp32 matmul costs less than upcasting a
+                        # [vocab, d] bf16 product for every chunk
+                        grad_weight.addmm_(grad.T, hidden[start : start + chunk].float())
+                    else:
+                        grad_weight += grad.to(compute).T @ h
+                if want_hidden:
+                    grad_hidden[start : start + chunk] = grad.to(compute) @ w
+        # kept as attributes, not saved tensors, so that backward holds the only reference and
+        # autograd can adopt the weight gradient as `.grad` instead of copying it
+        ctx.grads = (grad_hidden, grad_weight)
+        ctx.n, ctx.weight_dtype = n, weight.dtype
         ctx.mark_non_differentiable(losses)
         return losses.mean(), losses
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_losses):  # noqa: ANN001, ANN205
-        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden, grad_weight = ctx.grads
+        ctx.grads = None
+        scale = grad_loss / ctx.n  # the mean over tokens
         if grad_hidden is not None:
-            grad_hidden = grad_hidden.mul_(grad_loss.to(grad_hidden.dtype))
+            grad_hidden = grad_hidden.mul_(scale.to(grad_hidden.dtype))
         if grad_weight is not None:
-            grad_weight = grad_weight.mul_(grad_loss).to(ctx.weight_dtype)
-        return grad_hidden, grad_weight, None, None, None
+            grad_weight = grad_weight.mul_(scale).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None, None
