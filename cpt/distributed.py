@@ -24,12 +24,14 @@ def fsdp_strategy(
     state_dict_type: str = "full",
     activation_checkpointing: bool = False,
     cpu_offload: bool = False,
+    device_mesh: list[int] | None = None,
     **kwargs: Any,
 ) -> FSDPStrategy:
     """FSDP with one unit per block; `state_dict_type=full` keeps checkpoints single `.ckpt` files.
 
     `HYBRID_SHARD` shards within a node and replicates across nodes (less inter-node traffic on
-    multi-node SLURM jobs); `SHARD_GRAD_OP` keeps parameters gathered between forward and backward.
+    multi-node SLURM jobs; `device_mesh` [replicas, shards] sets the split, by default
+    nodes x GPUs per node); `SHARD_GRAD_OP` keeps parameters gathered between forward and backward.
     """
     if sharding_strategy not in SHARDING:
         raise ValueError(
@@ -44,5 +46,6 @@ def fsdp_strategy(
         state_dict_type=state_dict_type,
         cpu_offload=cpu_offload,
         use_orig_params=True,  # parameter names and groups as in the model; needed by compile
+        **({"device_mesh": tuple(device_mesh)} if device_mesh else {}),
         **kwargs,
     )

@@ -111,8 +111,10 @@ class RotaryEmbedding(nn.Module):
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         freqs = position_ids[..., None].float() * self.inv_freq.to(position_ids.device)
         emb = torch.cat((freqs, freqs), dim=-1)
-        # [batch, 1, seq, dim] so that it broadcasts over heads
-        return emb.cos()[:, None].to(dtype), emb.sin()[:, None].to(dtype)
+        # [batch, seq, 1, dim]: broadcasts over the heads of [batch, seq, heads, head_size], the
+        # layout rotary is applied in, so that attention's output comes back in the same layout
+        # and merging the heads is a view, not a copy
+        return emb.cos()[:, :, None].to(dtype), emb.sin()[:, :, None].to(dtype)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -147,10 +149,10 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         # Hugging Face layout: per head, [query | key | value] of head_size each
         qkv = self.query_key_value(x).view(b, t, self.num_heads, 3 * self.head_size)
-        q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)  # [b, heads, t, head_size]
+        q, k, v = qkv.chunk(3, dim=-1)  # [b, t, heads, head_size]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = v.contiguous()  # attention keeps v for backward: not the whole fused qkv behind it
-        y = attend(q, k, v, self.backend, documents)
+        y = attend(*(z.transpose(1, 2) for z in (q, k, v)), self.backend, documents)
         return self.dense(y.transpose(1, 2).reshape(b, t, -1))
 
 

@@ -130,10 +130,12 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, documents):
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_size).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_size).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_size).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q = self.q_proj(x).view(b, t, self.heads, self.head_size)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_size)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_size)
+        # rotary in [b, t, heads, head_size]; attention takes [b, heads, t, head_size] views
+        q, k = apply_rotary(q, cos, sin).transpose(1, 2), apply_rotary(k, cos, sin).transpose(1, 2)
+        v = v.transpose(1, 2)
         if self.kv_heads != self.heads:  # grouped-query attention: each kv head serves a group
             repeat = self.heads // self.kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)

@@ -67,7 +67,10 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, n, chunk):
                 h, t = h_all[start : start + chunk], targets[start : start + chunk]
-                log_probs = torch.log_softmax(F.linear(h, w).float(), dim=-1)
+                logits = F.linear(h, w).float()
+                # in place on a CPU (checked there), where this chunk is a large share of memory
+                out = logits if logits.device.type == "cpu" else None
+                log_probs = torch.log_softmax(logits, dim=-1, out=out)
                 losses[start : start + chunk] = -log_probs.gather(1, t[:, None]).squeeze(1)
                 if not (want_hidden or want_weight):
                     continue
