@@ -18,6 +18,7 @@ from cpt.data.shards import is_prepared
 from cpt.data.sources import SourceError, SourceSpec, check_source
 from cpt.models.attention import BACKENDS, flash_available
 from cpt.models.presets import preset_names
+from cpt.quality import QualityRule
 from cpt.schedules import SCHEDULES, ScheduleSpec, build
 
 
@@ -35,6 +36,16 @@ class ModelConfig:
 
 
 @dataclass
+class QualityConfig:
+    """Train on the windows a reference model finds best (cpt/quality.py)."""
+
+    reference: str = "init"  # init (the run's starting model) | ckpt:<path> | hf:<id>
+    keep: float = 0.5  # fraction of the scored windows kept
+    prefer: str = "low"  # low | high reference loss
+    pool_tokens: Optional[int] = None  # score a seeded subset of this many tokens (None: all)
+
+
+@dataclass
 class DomainConfig:
     source: str = MISSING  # python-docs | python-code | files (path or glob) | hf:<dataset> | a prepared folder
     text_field: str = "text"
@@ -45,6 +56,7 @@ class DomainConfig:
     val_tokens: int = 32768  # held-out documents, fixed across runs
     max_tokens: Optional[int] = None  # train on a fixed seeded subset of this many tokens (epochs)
     seen_by: Optional[str] = None  # a checkpoint: replay only the windows that run trained on
+    quality: Optional[QualityConfig] = None  # keep the windows a reference model scores best
 
 
 @dataclass
@@ -116,6 +128,19 @@ def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("short_dirname"):
         OmegaConf.register_new_resolver("short_dirname", short_dirname)
+    if not OmegaConf.has_resolver("run_tokens"):
+        OmegaConf.register_new_resolver("run_tokens", run_tokens)
+
+
+def run_tokens(
+    steps: int, seq_len: int, global_batch: int | None, micro_batch: int, fraction: float = 1.0
+) -> int:
+    """`fraction` of the tokens a run trains on (one device when no global batch is set).
+
+    `max_tokens: ${run_tokens:${trainer.max_steps},${data.seq_len},${data.global_batch_size},
+    ${data.micro_batch_size},0.25}` caps a domain at a quarter of the run: four epochs of it.
+    """
+    return max(1, int(steps * seq_len * (global_batch or micro_batch) * fraction))
 
 
 def short_dirname(override_dirname: str, limit: int = 120) -> str:
@@ -311,6 +336,11 @@ def _validate_data(data: DictConfig) -> None:
                 f"data.domains.{name}.max_tokens",
                 f"expected at least seq_len={data.seq_len}, got {domain.max_tokens}",
             )
+        if domain.quality is not None:
+            try:
+                QualityRule(**OmegaConf.to_container(domain.quality, resolve=True))
+            except ValueError as err:
+                _fail(*_split_key(f"data.domains.{name}.quality", str(err)))
         if domain.val_tokens < 1:
             _fail(
                 f"data.domains.{name}.val_tokens",

@@ -137,6 +137,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         sources=list(datamodule.weights),
     )
     load_into(module.model, initial)
+    select_by_quality(cfg, datamodule, module.model)
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -183,6 +184,39 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return summary
     finally:
         _finish_wandb(loggers, finished)
+
+
+def select_by_quality(cfg: DictConfig, datamodule: CPTDataModule, model: Any) -> None:
+    """Restrict domains with a `quality` rule to the windows their reference model scores best."""
+    rules = {n: d.quality for n, d in cfg.data.domains.items() if d.quality is not None}
+    if not rules:
+        return
+    import torch
+
+    from cpt.quality import QualityRule, reference_key, select_windows
+
+    datamodule.prepare_data()  # every rank: load what local rank 0 prepared
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for name, values in rules.items():
+        rule = QualityRule(**OmegaConf.to_container(values, resolve=True))
+        reference = model
+        if rule.reference != "init":
+            initial = initial_model(rule.reference, None)
+            reference = CPTModule(initial.config.to_dict(), "sdpa", {}, [name]).model
+            load_into(reference, initial)
+        reference.to(device)
+        windows = select_windows(
+            reference,
+            datamodule.train_windows(name),
+            rule,
+            seed=cfg.seed,
+            name=name,
+            cache_dir=Path(cfg.data.dir).expanduser() / "quality",
+            key=reference_key(rule.reference, cfg.init),
+        )
+        reference.to("cpu")
+        log.info("data.domains.%s.quality: training on %d of its windows", name, len(windows))
+        datamodule.select(name, windows)
 
 
 def _callback_results(callbacks: list[Any]) -> dict[str, Any]:

@@ -1,31 +1,40 @@
 """Training-step benchmark: cpt's model against `transformers` on the same shape and precision.
 
     python scripts/bench_train.py                     # CPU: Pythia-70m shape, seq 512, batch 4
-    python scripts/bench_train.py --device cuda --model pythia-410m --seq 2048 --batch 8
+    python scripts/bench_train.py --device cuda --model pythia-410m --seq 2048 --batch 8 \\
+        --precisions bf16 --attention flash --compile --hf-attention sdpa,flash_attention_2
 
-A step is forward, backward and a fused AdamW update with the loss over every position, the same
-optimizer for both sides, so the comparison is of the model code (attention, loss head, kernels).
-Every measurement runs in a fresh process, so that peak memory is that of one model alone; the
-two sides alternate (A B B A ...) so that drifts of the machine hit both, and medians are taken.
-Peak memory: on CUDA `max_memory_allocated`, on CPU the peak resident set above the process's
-size before the model was built (weights, gradients, AdamW state, activations, logits).
+A step is forward, backward and a fused AdamW update with the loss over every position; both sides
+use the same optimizer, so the comparison is of the model code (attention, loss head, kernels).
 
-The last lines, one per case, are machine readable:
-`case=cpu-fp32 tokens_per_s_ratio=1.31 peak_memory_ratio=0.52` (ours / transformers).
+- Speed: both models live in one process and their steps alternate (A B B A ...), so that a drift
+  of the machine (other tenants, clocks) hits both alike; the ratio is of the median step times.
+- Peak memory: each side alone in a fresh process, the order alternating, median over repeats. On
+  CUDA `max_memory_allocated` (live tensors). On a CPU the peak resident set above the process's
+  size before the model was built, measured twice: with glibc's malloc as it comes (`rss`: freed
+  blocks below its dynamic mmap threshold stay resident, so the peak includes that slack) and with
+  `MALLOC_MMAP_THRESHOLD_=65536` (`peak_memory_ratio`: large blocks go back to the system when
+  freed, so the resident peak follows the live tensors, as CUDA's figure does).
+
+The last lines, one per case, are machine readable (ours / transformers):
+`case=cpu-fp32 tokens_per_s_ratio=1.31 peak_memory_ratio=0.52 tokens_per_s=... [mfu=...]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+LIVE = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # glibc: blocks above 64 KiB are returned when freed
 
 
 def _rss_bytes(field: str) -> int:
@@ -35,122 +44,199 @@ def _rss_bytes(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def worker(args: argparse.Namespace) -> dict:
-    """One side, one process: warm-up steps, then timed steps; prints a JSON line."""
+class Side:
+    """One model with its optimizer and its training step."""
+
+    def __init__(self, args: argparse.Namespace, side: str, attention: str) -> None:
+        import torch
+
+        from cpt.models.presets import config_from_name
+
+        torch.manual_seed(0)
+        self.device = torch.device(args.device)
+        self.config = config = config_from_name(args.model)
+        mixed = args.precision == "bf16"
+        self.autocast = lambda: torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=mixed
+        )
+        if side == "ours":
+            from cpt.models.registry import build_model
+
+            model = build_model(config, attention=attention)
+            model.set_loss(args.loss)
+            model.activation_checkpointing = args.activation_checkpointing
+            self.loss_of = lambda ids: model(ids[:, :-1], targets=ids[:, 1:])[0]
+        else:
+            import transformers
+
+            hf_config = transformers.GPTNeoXConfig(
+                vocab_size=config.vocab_size,
+                hidden_size=config.hidden_size,
+                num_hidden_layers=config.num_hidden_layers,
+                num_attention_heads=config.num_attention_heads,
+                intermediate_size=config.intermediate_size,
+                max_position_embeddings=config.max_position_embeddings,
+                rotary_pct=config.rotary_pct,
+                use_parallel_residual=config.use_parallel_residual,
+                tie_word_embeddings=False,
+            )
+            hf_config._attn_implementation = attention
+            model = transformers.GPTNeoXForCausalLM(hf_config)
+            if args.activation_checkpointing:
+                model.gradient_checkpointing_enable()
+            # labels are shifted inside: the same targets per window as ours
+            self.loss_of = lambda ids: model(input_ids=ids[:, :-1], labels=ids[:, 1:]).loss
+        bf16_weights = torch.bfloat16 if args.precision == "bf16-true" else None
+        model.to(device=self.device, dtype=bf16_weights).train()
+        if args.compile and side == "ours":
+            example = torch.zeros(args.batch, args.seq, dtype=torch.long, device=self.device)
+            model.compile_blocks(example, self.autocast())
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        self.generator = torch.Generator().manual_seed(1)
+        self.shape = (args.batch, args.seq + 1)
+
+    def step(self) -> float:
+        """One training step; its wall time in seconds (synchronised on CUDA)."""
+        import torch
+
+        ids = torch.randint(0, self.config.vocab_size, self.shape, generator=self.generator)
+        start = time.perf_counter()
+        ids = ids.to(self.device)
+        with self.autocast():
+            loss = self.loss_of(ids)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def speed_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Both sides in this process, steps alternating A B B A ...; step times per side."""
+    sides = {
+        "ours": Side(args, "ours", args.attention),
+        "hf": Side(args, "hf", args.hf_attention),
+    }
+    for side in sides.values():
+        for _ in range(args.warmup):
+            side.step()
+    times: dict[str, list[float]] = {"ours": [], "hf": []}
+    for round_ in range(args.steps):
+        for name in ("ours", "hf") if round_ % 2 == 0 else ("hf", "ours"):
+            times[name].append(sides[name].step())
+    return times
+
+
+def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One side alone: its peak memory over a warm-up and two steps."""
     import torch
 
+    baseline = 0 if args.device == "cuda" else _rss_bytes("VmRSS")
+    attention = args.attention if args.side == "ours" else args.hf_attention
+    side = Side(args, args.side, attention)
+    for _ in range(args.warmup + 2):
+        side.step()
+    if args.device == "cuda":
+        return {"peak_bytes": torch.cuda.max_memory_allocated()}
+    return {"peak_bytes": _rss_bytes("VmHWM") - baseline}
+
+
+def spawn(
+    args: argparse.Namespace, mode: str, side: str, hf_attention: str, env: dict | None = None
+) -> dict[str, Any]:
+    options = {
+        "device": args.device,
+        "model": args.model,
+        "seq": args.seq,
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "loss": args.loss,
+        "precision": args.precision,
+        "attention": args.attention,
+        "hf-attention": hf_attention,
+        "side": side,
+    }
+    command = [sys.executable, __file__, "--worker", mode]
+    command += [f"--{key}={value}" for key, value in options.items()]
+    command += ["--compile"] * args.compile + [
+        "--activation-checkpointing"
+    ] * args.activation_checkpointing
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} worker ({side}, {hf_attention}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_cases(args: argparse.Namespace) -> None:
+    """Every precision x transformers attention; one printed line per side, one case line each."""
+    from cpt.callbacks.throughput import PEAK_BF16_TFLOPS, model_flops_per_token
     from cpt.models.presets import config_from_name
 
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    config = config_from_name(args.model)
-    baseline = 0 if device.type == "cuda" else _rss_bytes("VmRSS")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16-true": torch.bfloat16}[
-        args.precision
-    ]
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=args.precision == "bf16")
-    if args.side == "ours":
-        from cpt.models.registry import build_model
-
-        model = build_model(config, attention=args.attention)
-        model.set_loss(args.loss)
-        model.activation_checkpointing = args.activation_checkpointing
-
-        def loss_of(ids: torch.Tensor) -> torch.Tensor:
-            return model(ids[:, :-1], targets=ids[:, 1:])[0]
-
-    else:
-        import transformers
-
-        hf_config = transformers.GPTNeoXConfig(
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            max_position_embeddings=config.max_position_embeddings,
-            rotary_pct=config.rotary_pct,
-            use_parallel_residual=config.use_parallel_residual,
-            tie_word_embeddings=False,
-        )
-        hf_config._attn_implementation = args.attention
-        model = transformers.GPTNeoXForCausalLM(hf_config)
-        if args.activation_checkpointing:
-            model.gradient_checkpointing_enable()
-
-        def loss_of(ids: torch.Tensor) -> torch.Tensor:
-            # labels are shifted inside; the same seq targets per window as ours
-            return model(input_ids=ids[:, :-1], labels=ids[:, 1:]).loss
-
-    model.to(device=device, dtype=torch.bfloat16 if args.precision == "bf16-true" else None)
-    model.train()
-    if args.compile:
-        if args.side == "ours":
-            example = torch.zeros(args.batch, args.seq, dtype=torch.long, device=device)
-            model.compile_blocks(
-                example, torch.autocast(device.type, dtype=dtype, enabled=args.precision == "bf16")
+    cuda = args.device == "cuda"
+    peak_tflops = args.peak_tflops or (PEAK_BF16_TFLOPS["H100"] if cuda else None)
+    flops = model_flops_per_token(config_from_name(args.model), args.seq)
+    tokens = args.batch * args.seq
+    lines = []
+    for precision in args.precisions.split(","):
+        args.precision = precision
+        for hf_attention in args.hf_attention.split(","):
+            times = spawn(args, "speed", "both", hf_attention)
+            speed = {s: tokens / statistics.median(t) for s, t in times.items()}
+            variants = {"live": LIVE} if cuda else {"live": LIVE, "rss": {}}
+            peaks = {(v, s): [] for v in variants for s in ("ours", "hf")}
+            for repeat in range(args.repeats):
+                for variant, env in variants.items():
+                    for side in ("ours", "hf") if repeat % 2 == 0 else ("hf", "ours"):
+                        measured = spawn(args, "memory", side, hf_attention, env)["peak_bytes"]
+                        peaks[variant, side].append(measured)
+            peak = {s: statistics.median(peaks["live", s]) for s in ("ours", "hf")}
+            rss = (
+                ""
+                if cuda
+                else " rss_memory_ratio={:.2f}".format(
+                    statistics.median(peaks["rss", "ours"]) / statistics.median(peaks["rss", "hf"])
+                )
             )
-        else:
-            for layer in model.gpt_neox.layers:
-                layer.compile()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    generator = torch.Generator().manual_seed(1)
-
-    def step() -> None:
-        ids = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=generator)
-        ids = ids.to(device)
-        with autocast:
-            loss = loss_of(ids)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(args.warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        peak = _rss_bytes("VmHWM") - baseline
-    return {"times": times, "peak_bytes": peak}
-
-
-def run_side(args: argparse.Namespace, side: str, attention: str, compile_: bool) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        side,
-        "--attention",
-        attention,
-        *(["--compile"] if compile_ else []),
-        *(["--activation-checkpointing"] if args.activation_checkpointing else []),
-        *[
-            f"--{k}={getattr(args, k)}"
-            for k in ("device", "model", "seq", "batch", "warmup", "steps", "loss")
-        ],
-        "--precision",
-        args.precision,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"{side} ({attention}) failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+            labels = {
+                "ours": f"cpt ({args.attention}{', compiled' if args.compile else ''})",
+                "hf": f"transformers ({hf_attention})",
+            }
+            for side in ("ours", "hf"):
+                mfu = speed[side] * flops / (peak_tflops * 1e12) if peak_tflops else None
+                print(
+                    f"{args.device}-{precision:9s} {labels[side]:28s} {speed[side]:10,.0f} tokens/s"
+                    f"  median step {tokens / speed[side] * 1000:8.1f} ms"
+                    f"  peak memory {peak[side] / 2**30:6.2f} GiB"
+                    + (
+                        ""
+                        if cuda
+                        else f" ({statistics.median(peaks['rss', side]) / 2**30:.2f} GiB rss)"
+                    )
+                    + (f"  MFU {mfu:6.1%}" if mfu is not None else ""),
+                    flush=True,
+                )
+            case = f"{args.device}-{precision}" + (
+                "" if hf_attention == "sdpa" else f"-vs-{hf_attention}"
+            )
+            mfu = f" mfu={speed['ours'] * flops / (peak_tflops * 1e12):.3f}" if peak_tflops else ""
+            lines.append(
+                f"case={case} tokens_per_s_ratio={speed['ours'] / speed['hf']:.2f} "
+                f"peak_memory_ratio={peak['ours'] / peak['hf']:.2f}{rss} "
+                f"tokens_per_s={speed['ours']:.0f}{mfu}"
+            )
+    print()
+    print("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", choices=["ours", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["speed", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", default="both", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default="pythia-70m", help="a cpt GPT-NeoX preset")
     parser.add_argument("--seq", type=int, default=512)
@@ -158,72 +244,24 @@ def main() -> None:
     parser.add_argument(
         "--precisions", default="fp32,bf16", help="fp32, bf16 (autocast), bf16-true"
     )
-    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=3, help="processes per side and case")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
-    parser.add_argument("--attention", default=None, help="ours: sdpa|flash|eager")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per side (alternating)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side first")
+    parser.add_argument("--repeats", type=int, default=1, help="memory processes per side")
+    parser.add_argument("--attention", default="sdpa", help="ours: sdpa | flash | eager")
     parser.add_argument(
-        "--hf-attention", default="sdpa", help="sdpa or flash_attention_2, comma-separated"
+        "--hf-attention", default="sdpa", help="sdpa, flash_attention_2 (comma list)"
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile per block (ours)")
-    parser.add_argument("--activation-checkpointing", action="store_true")
-    parser.add_argument("--loss", default="chunked", help="ours: chunked or plain")
+    parser.add_argument("--activation-checkpointing", action="store_true", help="both sides")
+    parser.add_argument("--loss", default="chunked", help="ours: chunked | plain")
     parser.add_argument("--peak-tflops", type=float, default=None, help="for MFU; 989 on H100/H200")
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.__class__(**{**vars(args), "side": args.worker}))))
-        return
-    run_cases(args)
-
-
-def run_cases(args: argparse.Namespace) -> None:
-    """Every precision x transformers attention: both sides interleaved, then one line each."""
-    from cpt.callbacks.throughput import PEAK_BF16_TFLOPS, model_flops_per_token
-    from cpt.models.presets import config_from_name
-
-    ours_attention = args.attention or "sdpa"
-    peak_tflops = args.peak_tflops or (PEAK_BF16_TFLOPS["H100"] if args.device == "cuda" else None)
-    flops = model_flops_per_token(config_from_name(args.model), args.seq)
-    tokens = args.batch * args.seq
-    ours_label = f"cpt ({ours_attention}{', compiled' if args.compile else ''})"
-    lines = []
-    for precision in args.precisions.split(","):
-        args.precision = precision
-        for hf_attention in args.hf_attention.split(","):
-            results: dict[str, list[dict]] = {"ours": [], "hf": []}
-            for repeat in range(args.repeats):
-                for side in ("ours", "hf") if repeat % 2 == 0 else ("hf", "ours"):
-                    attention = ours_attention if side == "ours" else hf_attention
-                    compiled = args.compile and side == "ours"
-                    results[side].append(run_side(args, side, attention, compiled))
-            measured = {}
-            for side, runs in results.items():
-                step = statistics.median(t for r in runs for t in r["times"])
-                peak = statistics.median(r["peak_bytes"] for r in runs)
-                measured[side] = (tokens / step, peak)
-                label = ours_label if side == "ours" else f"transformers ({hf_attention})"
-                mfu = (
-                    f"  MFU {tokens / step * flops / (peak_tflops * 1e12):6.1%}"
-                    if peak_tflops
-                    else ""
-                )
-                print(
-                    f"{precision:9s} {label:28s} {tokens / step:10,.0f} tokens/s  "
-                    f"median step {step * 1000:8.1f} ms  peak memory {peak / 2**30:6.2f} GiB{mfu}",
-                    flush=True,
-                )
-            case = f"{args.device}-{precision}" + (
-                "" if hf_attention == "sdpa" else f"-vs-{hf_attention}"
-            )
-            (ours_speed, ours_peak), (hf_speed, hf_peak) = measured["ours"], measured["hf"]
-            mfu = f" mfu={ours_speed * flops / (peak_tflops * 1e12):.3f}" if peak_tflops else ""
-            lines.append(
-                f"case={case} tokens_per_s_ratio={ours_speed / hf_speed:.2f} "
-                f"peak_memory_ratio={ours_peak / hf_peak:.2f} tokens_per_s={ours_speed:.0f}{mfu}"
-            )
-    print()
-    print("\n".join(lines))
+    if args.worker == "speed":
+        print(json.dumps(speed_worker(args)))
+    elif args.worker == "memory":
+        print(json.dumps(memory_worker(args)))
+    else:
+        run_cases(args)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class CPTDataModule(L.LightningDataModule):
         self.prepare_workers = prepare_workers
         self.training = training or {}
         self._tokenizer: Tokenizer | None = None
+        self.selected: dict[str, np.ndarray] = {}  # training windows chosen by a rule (quality)
         self.prepared: dict[str, PreparedDomain] = {}
         self.mixture: Mixture | None = None
         self._start_step = 0
@@ -204,16 +205,25 @@ class CPTDataModule(L.LightningDataModule):
             prepared.tokens(split), self.seq_len, prepared.offsets(split), self.document_aware
         )
 
+    def train_windows(self, name: str) -> TokenWindows:
+        """The training windows of a prepared domain (call `prepare_data` first)."""
+        return self._windows(name, "train")
+
+    def select(self, name: str, windows: np.ndarray) -> None:
+        """Train on these windows of `name` only (e.g. the best by a reference model's loss)."""
+        self.selected[name] = np.asarray(windows, dtype=np.int64)
+        self.mixture = None  # rebuilt at setup
+
     def _build_mixture(self) -> Mixture:
         sources = []
         for name, weight in self.weights.items():
             windows = len(self._windows(name, "train"))
             options = self.training.get(name, TrainingOptions())
-            allowed = None
+            allowed = self.selected.get(name)
             if options.max_tokens is not None:
-                allowed = cap_windows(
-                    windows, max(1, options.max_tokens // self.seq_len), self.seed, name
-                )
+                pool = windows if allowed is None else len(allowed)
+                cap = cap_windows(pool, max(1, options.max_tokens // self.seq_len), self.seed, name)
+                allowed = cap if allowed is None else allowed[cap]
             if options.seen_by is not None:
                 allowed = seen_windows(options.seen_by, self.prepared[name].name, self.seq_len)
             if windows == 0 and weight > 0:
@@ -296,7 +306,8 @@ class CPTDataModule(L.LightningDataModule):
                     "weight": s.weight,
                     "num_windows": s.num_windows,
                     "max_tokens": self.training.get(s.name, TrainingOptions()).max_tokens,
-                    "restricted": self.training.get(s.name, TrainingOptions()).seen_by is not None,
+                    "restricted": self.training.get(s.name, TrainingOptions()).seen_by is not None
+                    or s.name in self.selected,
                 }
                 for s in self.mixture.sources
             ],

@@ -1,0 +1,109 @@
+"""Select a high-quality sub-corpus by a reference model's loss (Guo et al. 2024, mitigation 2).
+
+Every training window of a domain (or a seeded pool of them) is scored with the mean next-token
+loss of a reference model; the `keep` fraction with the lowest loss (`prefer: low`: fluent text
+close to what the reference knows, the perplexity filter of CCNet, Wenzek et al. 2020) or the
+highest is kept. The scores are cached next to the prepared data, keyed by the dataset, the window
+length and the reference, so a sweep scores once. The training mixture then draws only from the
+kept windows (`CPTDataModule.select`); validation is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cpt.data.mixture import cap_windows
+from cpt.data.windows import TokenWindows
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    reference: str  # init (the run's starting model) | ckpt:<path> | hf:<id or folder>
+    keep: float = 0.5  # fraction of the scored windows kept
+    prefer: str = "low"  # low | high reference loss
+    pool_tokens: int | None = None  # score a seeded subset of this many tokens (None: every window)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"keep: expected a fraction in (0, 1], got {self.keep}")
+        if self.prefer not in ("low", "high"):
+            raise ValueError(f"prefer: expected low or high, got {self.prefer!r}")
+        if self.reference != "init" and not self.reference.startswith(("ckpt:", "hf:")):
+            raise ValueError(
+                f"reference: {self.reference!r} not understood; expected init, ckpt:<path> or "
+                "hf:<id>"
+            )
+
+
+def reference_key(reference: str, init: str) -> str:
+    """What identifies the reference's weights: a checkpoint's path, size and time, or a hub id."""
+    spec = init if reference == "init" else reference
+    if spec.startswith("ckpt:"):
+        path = Path(spec.removeprefix("ckpt:")).expanduser().resolve()
+        stat = path.stat()
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    return spec
+
+
+@torch.no_grad()
+def window_losses(
+    model: nn.Module, windows: TokenWindows, indices: np.ndarray, batch_size: int = 32
+) -> np.ndarray:
+    """Mean next-token loss of each window in `indices` under `model` (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    losses = np.empty(len(indices), dtype=np.float32)
+    for start in tqdm(range(0, len(indices), batch_size), desc="scoring windows", unit="batch"):
+        batch = [windows[int(i)] for i in indices[start : start + batch_size]]
+        ids = torch.stack([item["input_ids"] for item in batch]).to(device)
+        positions = segments = None
+        if "position_ids" in batch[0]:
+            positions = torch.stack([item["position_ids"] for item in batch]).to(device)
+            segments = torch.stack([item["segment_ids"] for item in batch]).to(device)
+        _, per_token = model(ids[:, :-1], positions, segments, ids[:, 1:])
+        losses[start : start + len(batch)] = per_token.mean(dim=1).float().cpu().numpy()
+    model.train(was_training)
+    return losses
+
+
+def select_windows(
+    model: nn.Module,
+    windows: TokenWindows,
+    rule: QualityRule,
+    *,
+    seed: int,
+    name: str,
+    cache_dir: Path,
+    key: str,
+) -> np.ndarray:
+    """Sorted indices of the kept windows; scores are cached in `cache_dir`."""
+    pool = np.arange(len(windows))
+    if rule.pool_tokens is not None:
+        pool = cap_windows(len(windows), max(1, rule.pool_tokens // windows.seq_len), seed, name)
+    digest = hashlib.sha256(
+        json.dumps(
+            [key, seed, windows.seq_len, len(windows), pool.tolist()[:64], len(pool)]
+        ).encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"quality-{name}-{digest}.npy"
+    if cache.is_file():
+        losses = np.load(cache)
+    else:
+        losses = window_losses(model, windows, pool)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, losses)
+        tmp.replace(cache)  # atomic: another rank or job never reads half a file
+    order = np.argsort(losses if rule.prefer == "low" else -losses, kind="stable")
+    kept = max(1, round(rule.keep * len(pool)))
+    return np.sort(pool[order[:kept]])
