@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo sweep-demo test test-slow lint format clean
+.PHONY: install demo sweep-demo reproduce test test-slow lint format clean
+PAPER ?= all
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +22,9 @@ demo: $(STAMP)
 
 sweep-demo: $(STAMP)
 	$(PY) scripts/sweep_demo.py
+
+reproduce: $(STAMP)  # make reproduce PAPER=gupta2023|ibrahim2024_replay|ibrahim2024_infinite|guo2024|all
+	$(PY) scripts/reproduce.py $(PAPER)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -158,10 +158,20 @@ class CPTModule(L.LightningModule):
             lr=optim["max_lr"],
             betas=tuple(optim["betas"]),
             eps=optim["eps"],
-            fused=self.device.type in ("cpu", "cuda") or None,  # one kernel for all parameters
+            fused=self._fused_adamw() or None,
         )
         # the learning rate of every step is set by the Rewarm callback, which owns the schedule
         return optimizer
+
+    def _fused_adamw(self) -> bool:
+        """One kernel for all parameters, except under Lightning's `*-mixed` precision, whose
+        gradient clipping refuses optimizers that could unscale gradients themselves."""
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        mixed = self._trainer is not None and isinstance(
+            self.trainer.precision_plugin, MixedPrecision
+        )
+        return self.device.type in ("cpu", "cuda") and not mixed
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen

@@ -116,7 +116,7 @@ def plot_replay_frontier(
         )
         for _, row in group.iterrows():
             ax.annotate(
-                f"{row[fraction]:.0%}",
+                f"{row[fraction] * 100:g} %",
                 (row[f"final_loss/{upstream}"], row[f"final_loss/{downstream}"]),
                 fontsize=8,
             )

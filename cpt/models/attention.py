@@ -74,7 +74,8 @@ class Documents:
 def packed_method(q: torch.Tensor) -> str:
     """How `sdpa` attends per document on this tensor: varlen, flex or mask."""
     if q.is_cuda:
-        if q.dtype in (torch.bfloat16, torch.float16) and _varlen() is not None:
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else q.dtype
+        if dtype in (torch.bfloat16, torch.float16) and _varlen() is not None:
             return "varlen"
         return "flex"
     return "mask"
@@ -99,9 +100,22 @@ def attend(
     raise ValueError(f"attention backend {backend!r} unknown; expected one of {BACKENDS}")
 
 
+def _one_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k, v in the autocast dtype (or v's): kernels outside autocast's lists need one dtype.
+
+    Under autocast, rotary's fp32 cos/sin promote bf16 queries and keys to fp32; PyTorch's sdpa
+    casts them back itself, flash-attn, varlen and FlexAttention do not.
+    """
+    device = q.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else v.dtype
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
 def _packed_sdpa(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, documents: Documents, method: str
 ) -> torch.Tensor:
+    if method in ("varlen", "flex"):
+        q, k, v = _one_dtype(q, k, v)
     if method == "varlen":
         b, h, t, d = q.shape
         out = _varlen()(
@@ -133,6 +147,7 @@ def _flash(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, documents: Documents | None
 ) -> torch.Tensor:
     flash = flash_attn_module()
+    q, k, v = _one_dtype(q, k, v)
     b, h, t, d = q.shape
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # flash-attn layout: [batch, seq, heads, dim]
     if documents is None:
