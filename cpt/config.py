@@ -39,8 +39,8 @@ class ModelConfig:
 class QualityConfig:
     """Train on the windows a reference model finds best (cpt/quality.py)."""
 
+    keep: Optional[float] = None  # fraction of the scored windows kept (None: no selection)
     reference: str = "init"  # init (the run's starting model) | ckpt:<path> | hf:<id>
-    keep: float = 0.5  # fraction of the scored windows kept
     prefer: str = "low"  # low | high reference loss
     pool_tokens: Optional[int] = None  # score a seeded subset of this many tokens (None: all)
 
@@ -56,7 +56,7 @@ class DomainConfig:
     val_tokens: int = 32768  # held-out documents, fixed across runs
     max_tokens: Optional[int] = None  # train on a fixed seeded subset of this many tokens (epochs)
     seen_by: Optional[str] = None  # a checkpoint: replay only the windows that run trained on
-    quality: Optional[QualityConfig] = None  # keep the windows a reference model scores best
+    quality: QualityConfig = field(default_factory=QualityConfig)  # keep: train on the best
 
 
 @dataclass
@@ -336,7 +336,7 @@ def _validate_data(data: DictConfig) -> None:
                 f"data.domains.{name}.max_tokens",
                 f"expected at least seq_len={data.seq_len}, got {domain.max_tokens}",
             )
-        if domain.quality is not None:
+        if domain.quality.keep is not None:
             try:
                 QualityRule(**OmegaConf.to_container(domain.quality, resolve=True))
             except ValueError as err:

@@ -188,11 +188,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def select_by_quality(cfg: DictConfig, datamodule: CPTDataModule, model: Any) -> None:
     """Restrict domains with a `quality` rule to the windows their reference model scores best."""
-    rules = {n: d.quality for n, d in cfg.data.domains.items() if d.quality is not None}
+    rules = {n: d.quality for n, d in cfg.data.domains.items() if d.quality.keep is not None}
     if not rules:
         return
     import torch
 
+    from cpt.models.registry import build_model
     from cpt.quality import QualityRule, reference_key, select_windows
 
     datamodule.prepare_data()  # every rank: load what local rank 0 prepared
@@ -202,7 +203,8 @@ def select_by_quality(cfg: DictConfig, datamodule: CPTDataModule, model: Any) ->
         reference = model
         if rule.reference != "init":
             initial = initial_model(rule.reference, None)
-            reference = CPTModule(initial.config.to_dict(), "sdpa", {}, [name]).model
+            reference = build_model(initial.config)
+            reference.set_loss("chunked")  # no [tokens, vocab] logits per scored batch
             load_into(reference, initial)
         reference.to(device)
         windows = select_windows(

@@ -1,0 +1,67 @@
+"""The quality mitigation: windows chosen by a reference model's loss, cached, then trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cpt.config import ConfigError
+from cpt.data.windows import TokenWindows
+from cpt.models.presets import config_from_name
+from cpt.models.registry import build_model
+from cpt.quality import QualityRule, select_windows, window_losses
+from cpt.train import run
+
+
+def test_the_kept_windows_are_those_the_reference_finds_easiest(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(config_from_name("tiny"))
+    rng = np.random.default_rng(0)
+    easy = np.tile(np.arange(17, dtype=np.uint16), 40)  # one repeated pattern ...
+    tokens = np.concatenate([easy, rng.integers(0, 4096, 680, dtype=np.uint16)])  # ... then noise
+    windows = TokenWindows(tokens, 16, np.array([0]), False)
+    losses = window_losses(model, windows, np.arange(len(windows)))
+    rule = QualityRule(reference="init", keep=0.25)
+    kept = select_windows(model, windows, rule, seed=1, name="d", cache_dir=tmp_path, key="k")
+    assert len(kept) == round(0.25 * len(windows)) and np.all(np.diff(kept) > 0)
+    rest = np.setdiff1d(np.arange(len(windows)), kept)
+    assert losses[kept].max() <= losses[rest].min()  # exactly the lowest-loss quarter
+    high = select_windows(
+        model,
+        windows,
+        QualityRule("init", 0.25, "high"),
+        seed=1,
+        name="d",
+        cache_dir=tmp_path,
+        key="k",
+    )
+    assert losses[high].min() >= losses[np.setdiff1d(np.arange(len(windows)), high)].max()
+    assert len(list(tmp_path.glob("quality-d-*.npy"))) == 1  # scored once, read from the cache
+
+
+def test_quality_rule_with_a_checkpoint_reference_trains_on_the_selection(tiny_run, caplog):
+    upstream = tiny_run("trainer.max_steps=2", out="up")
+    run(upstream)
+    reference = Path(upstream.output_dir) / "checkpoints" / "last.ckpt"
+    cfg = tiny_run(
+        "data.train=downstream",
+        f"data.domains.downstream.quality.reference=ckpt:{reference}",
+        "data.domains.downstream.quality.keep=0.5",
+        out="cpt",
+    )
+    with caplog.at_level("INFO", logger="cpt.train"):
+        summary = run(cfg)
+    assert summary["steps"] == 3
+    assert any("quality: training on" in r.getMessage() for r in caplog.records)
+    assert list(Path(cfg.data.dir, "quality").glob("quality-downstream-*.npy"))
+
+
+def test_a_bad_quality_rule_is_one_line(tiny_run):
+    cfg = tiny_run("data.domains.downstream.quality.keep=1.5")
+    with pytest.raises(
+        ConfigError, match=r"^data.domains.downstream.quality.keep: expected a fraction"
+    ):
+        run(cfg)
