@@ -187,38 +187,49 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def select_by_quality(cfg: DictConfig, datamodule: CPTDataModule, model: Any) -> None:
-    """Restrict domains with a `quality` rule to the windows their reference model scores best."""
-    rules = {n: d.quality for n, d in cfg.data.domains.items() if d.quality.keep is not None}
-    if not rules:
-        return
+    """Domains with a `quality` rule train on the windows their reference model scores best.
+
+    The scoring runs in the datamodule's `setup`, on every rank after the data is prepared; the
+    scores are cached, so ranks and later jobs of a sweep read them instead.
+    """
     import torch
 
     from cpt.models.registry import build_model
     from cpt.quality import QualityRule, reference_key, select_windows
 
-    datamodule.prepare_data()  # every rank: load what local rank 0 prepared
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    for name, values in rules.items():
-        rule = QualityRule(**OmegaConf.to_container(values, resolve=True))
-        reference = model
-        if rule.reference != "init":
-            initial = initial_model(rule.reference, None)
-            reference = build_model(initial.config)
-            reference.set_loss("chunked")  # no [tokens, vocab] logits per scored batch
-            load_into(reference, initial)
-        reference.to(device)
-        windows = select_windows(
-            reference,
-            datamodule.train_windows(name),
-            rule,
-            seed=cfg.seed,
-            name=name,
-            cache_dir=Path(cfg.data.dir).expanduser() / "quality",
-            key=reference_key(rule.reference, cfg.init),
-        )
-        reference.to("cpu")
-        log.info("data.domains.%s.quality: training on %d of its windows", name, len(windows))
-        datamodule.select(name, windows)
+    for name, values in cfg.data.domains.items():
+        if values.quality.keep is None:
+            continue
+        rule = QualityRule(**OmegaConf.to_container(values.quality, resolve=True))
+
+        def selector(windows: Any, name: str = name, rule: QualityRule = rule) -> Any:
+            reference = model
+            if rule.reference != "init":
+                initial = initial_model(rule.reference, None)
+                reference = build_model(initial.config)
+                reference.set_loss("chunked")  # no [tokens, vocab] logits per scored batch
+                load_into(reference, initial)
+            home = next(reference.parameters()).device
+            device = home
+            if home.type == "cpu" and torch.cuda.is_available():
+                device = torch.device("cuda", torch.cuda.current_device())
+            reference.to(device)
+            try:
+                kept = select_windows(
+                    reference,
+                    windows,
+                    rule,
+                    seed=cfg.seed,
+                    name=name,
+                    cache_dir=Path(cfg.data.dir).expanduser() / "quality",
+                    key=reference_key(rule.reference, cfg.init),
+                )
+            finally:
+                reference.to(home)  # the model being trained stays where the trainer put it
+            log.info("data.domains.%s.quality: training on %d of its windows", name, len(kept))
+            return kept
+
+        datamodule.select_with(name, selector)
 
 
 def _callback_results(callbacks: list[Any]) -> dict[str, Any]:

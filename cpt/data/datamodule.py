@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ class CPTDataModule(L.LightningDataModule):
         self.prepare_workers = prepare_workers
         self.training = training or {}
         self._tokenizer: Tokenizer | None = None
-        self.selected: dict[str, np.ndarray] = {}  # training windows chosen by a rule (quality)
+        self.selectors: dict[str, Callable[[TokenWindows], np.ndarray]] = {}
+        self.selected: dict[str, np.ndarray] = {}  # the windows the selectors chose
         self.prepared: dict[str, PreparedDomain] = {}
         self.mixture: Mixture | None = None
         self._start_step = 0
@@ -197,6 +199,10 @@ class CPTDataModule(L.LightningDataModule):
                     f"domain {name!r}: validation set has fewer tokens than seq_len={self.seq_len}; "
                     "raise val_tokens"
                 )
+        for name, selector in self.selectors.items():
+            if name not in self.selected:
+                chosen = selector(self.train_windows(name))
+                self.selected[name] = np.asarray(chosen, dtype=np.int64)
         self.mixture = self._build_mixture()
 
     def _windows(self, name: str, split: str) -> TokenWindows:
@@ -209,10 +215,14 @@ class CPTDataModule(L.LightningDataModule):
         """The training windows of a prepared domain (call `prepare_data` first)."""
         return self._windows(name, "train")
 
-    def select(self, name: str, windows: np.ndarray) -> None:
-        """Train on these windows of `name` only (e.g. the best by a reference model's loss)."""
-        self.selected[name] = np.asarray(windows, dtype=np.int64)
-        self.mixture = None  # rebuilt at setup
+    def select_with(self, name: str, selector: Callable[[TokenWindows], np.ndarray]) -> None:
+        """Train on the windows of `name` that `selector` picks (e.g. by a reference model's loss).
+
+        It runs in `setup`, on every rank once the prepared data is there.
+        """
+        if name not in self.domains:
+            raise SourceError(f"{name!r} is not a domain; expected one of {self.domain_names}")
+        self.selectors[name] = selector
 
     def _build_mixture(self) -> Mixture:
         sources = []
