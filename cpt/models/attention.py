@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cpt.models.autocast import compute_dtype
+
 BACKENDS = ("sdpa", "eager", "flash")
 
 
@@ -74,8 +76,7 @@ class Documents:
 def packed_method(q: torch.Tensor) -> str:
     """How `sdpa` attends per document on this tensor: varlen, flex or mask."""
     if q.is_cuda:
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else q.dtype
-        if dtype in (torch.bfloat16, torch.float16) and _varlen() is not None:
+        if compute_dtype(q) in (torch.bfloat16, torch.float16) and _varlen() is not None:
             return "varlen"
         return "flex"
     return "mask"
@@ -106,8 +107,7 @@ def _one_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch
     Under autocast, rotary's fp32 cos/sin promote bf16 queries and keys to fp32; PyTorch's sdpa
     casts them back itself, flash-attn, varlen and FlexAttention do not.
     """
-    device = q.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else v.dtype
+    dtype = compute_dtype(v)
     return q.to(dtype), k.to(dtype), v.to(dtype)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cpt.models.autocast import compute_dtype
+
 # elements of one chunk's logits; 2**23 fp32 = 32 MiB (e.g. 166 tokens of a 50k vocabulary)
 CHUNK_ELEMENTS = 2**23
 
@@ -38,9 +40,8 @@ def lm_loss(
         logits = F.linear(flat_hidden, weight).float()
         losses = F.cross_entropy(logits, flat_targets, reduction="none")
         return losses.mean(), losses.detach().view(targets.shape)
-    device = hidden.device.type
     # the matmuls run in the autocast dtype when autocast is on, as F.linear would run them
-    compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    compute = compute_dtype(hidden)
     grads = torch.is_grad_enabled()  # validation runs under no_grad: losses only
     loss, losses = _ChunkedCrossEntropy.apply(
         flat_hidden, weight, flat_targets, chunk, grads, compute
@@ -54,7 +55,6 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         n = hidden.shape[0]
         want_hidden = grads and ctx.needs_input_grad[0]
         want_weight = grads and ctx.needs_input_grad[1]
-        compute = compute or hidden.dtype
         h_all, w = hidden.to(compute), weight.to(compute)
         losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_hidden else None

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from cpt.models.autocast import compute_dtype
+
 
 def activation_linear(
     h: torch.Tensor,
@@ -24,15 +26,12 @@ def activation_linear(
     """`F.linear(act(h), weight, bias)`, keeping `h` (not `act(h)`) for backward."""
     if not torch.is_grad_enabled():
         return F.linear(act(h), weight, bias)
-    device = h.device.type
-    compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    return _ActivationLinear.apply(h, weight, bias, act, compute)
+    return _ActivationLinear.apply(h, weight, bias, act, compute_dtype(h))
 
 
 class _ActivationLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, act, compute):  # noqa: ANN001, ANN205
-        compute = compute or h.dtype
         with torch.autocast(h.device.type, enabled=False):
             out = F.linear(
                 act(h.to(compute)), weight.to(compute), None if bias is None else bias.to(compute)
