@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cpt.models.attention import Documents
+from cpt.models.attention import BACKENDS, Documents
 from cpt.models.loss import chunk_tokens, lm_loss
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,12 @@ class CausalLM(nn.Module):
     layers: nn.ModuleList
     loss_chunk: int | None = None  # tokens per chunk of the loss; None: plain full logits
     activation_checkpointing: bool = False  # recompute each block's activations in backward
+
+    def __init__(self, config: Any, attention: str) -> None:
+        super().__init__()
+        if attention not in BACKENDS:
+            raise ValueError(f"attention backend {attention!r} unknown; expected one of {BACKENDS}")
+        self.config = config
 
     @property
     def head_weight(self) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpt.models.attention import BACKENDS, Documents, attend
+from cpt.models.attention import Documents, attend
 from cpt.models.base import CausalLM
 from cpt.models.recompute import activation_linear
 
@@ -196,10 +196,7 @@ class GPTNeoX(CausalLM):
     """A causal LM: `forward(input_ids)` returns logits `[batch, seq, vocab]`."""
 
     def __init__(self, config: GPTNeoXConfig, attention: str = "sdpa") -> None:
-        super().__init__()
-        if attention not in BACKENDS:
-            raise ValueError(f"attention backend {attention!r} unknown; expected one of {BACKENDS}")
-        self.config = config
+        super().__init__(config, attention)
         self.embed_in = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
             Block(config, attention) for _ in range(config.num_hidden_layers)

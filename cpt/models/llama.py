@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpt.models.attention import BACKENDS, attend
+from cpt.models.attention import attend
 from cpt.models.base import CausalLM
 from cpt.models.gpt_neox import RotaryEmbedding, apply_rotary, rotary_frequencies
 
@@ -172,10 +172,7 @@ class Llama(CausalLM):
     """A causal LM: `forward(input_ids)` returns logits `[batch, seq, vocab]`."""
 
     def __init__(self, config: LlamaConfig, attention: str = "sdpa") -> None:
-        super().__init__()
-        if attention not in BACKENDS:
-            raise ValueError(f"attention backend {attention!r} unknown; expected one of {BACKENDS}")
-        self.config = config
+        super().__init__(config, attention)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
             Block(config, attention) for _ in range(config.num_hidden_layers)
