@@ -64,6 +64,11 @@ def train(*args: str, parallel: int = 1) -> None:
     subprocess.run(command, env=ONE_CORE if parallel > 1 else {**ONE_CORE, "OMP_NUM_THREADS": "2"})
 
 
+def run_grid(experiment: str, folder: Path, extra: list[str]) -> None:
+    """The `-m` grid of an experiment into `folder`, two jobs side by side."""
+    train("-m", f"experiment={experiment}", f"hydra.sweep.dir={folder}", *extra, parallel=2)
+
+
 def together(*runs: list[str]) -> None:
     """Single runs side by side, one core each."""
     processes = []
@@ -150,13 +155,7 @@ def figures(folder: Path, kinds: list[str]) -> list[str]:
 # ---- the papers ----------------------------------------------------------------------------------
 def gupta2023(out: Path, extra: list[str]) -> None:
     started = time.time()
-    train(
-        "-m",
-        "experiment=gupta2023_rewarm_cpu",
-        f"hydra.sweep.dir={out / 'grid'}",
-        *extra,
-        parallel=2,
-    )
+    run_grid("gupta2023_rewarm_cpu", out / "grid", extra)
     train("experiment=gupta2023_constant_cpu", f"hydra.run.dir={out / 'constant'}", *extra)
     _, _, runs = collect(out)
     made = figures(out, ["rewarming", "gap"])
@@ -201,13 +200,7 @@ def gupta2023(out: Path, extra: list[str]) -> None:
 
 def ibrahim2024_replay(out: Path, extra: list[str]) -> None:
     started = time.time()
-    train(
-        "-m",
-        "experiment=ibrahim2024_replay_cpu",
-        f"hydra.sweep.dir={out / 'grid'}",
-        *extra,
-        parallel=2,
-    )
+    run_grid("ibrahim2024_replay_cpu", out / "grid", extra)
     train("experiment=ibrahim2024_union_cpu", f"hydra.run.dir={out / 'union'}", *extra)
     collect(out / "grid")  # the frontier and the gap curves: the replay grid alone
     made = figures(out / "grid", ["replay", "gap"])
@@ -292,13 +285,7 @@ def ibrahim2024_infinite(out: Path, extra: list[str]) -> None:
 
 def guo2024(out: Path, extra: list[str]) -> None:
     started = time.time()
-    train(
-        "-m",
-        "experiment=guo2024_stability_gap_cpu",
-        f"hydra.sweep.dir={out / 'grid'}",
-        *extra,
-        parallel=2,
-    )
+    run_grid("guo2024_stability_gap_cpu", out / "grid", extra)
     _, _, runs = collect(out / "grid")
     made = figures(out / "grid", ["gap"])
     lines = table(runs, lambda r: f"mitigation: {r.get('mitigation', '?')}")
