@@ -6,8 +6,10 @@ restores a whole training state through Lightning and is handled by the trainer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from cpt.models.hf import (
     resolve_folder,
 )
 from cpt.models.presets import config_from_name
-from cpt.models.registry import ModelConfig, config_from_dict
+from cpt.models.registry import ModelConfig, build_model, config_from_dict
 
 
 @dataclass
@@ -136,3 +138,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+
+def datamodule_state(path: str) -> dict[str, Any]:
+    """What a `seen_by` replay needs from an earlier run: its datamodule state (draws, weights)."""
+    state = read_lightning_checkpoint(path).get("CPTDataModule")
+    if not state:
+        raise CheckpointError(f"{path}: no datamodule state; expected a checkpoint of cpt.train")
+    return state
+
+
+@contextlib.contextmanager
+def reference_scorer(reference: str, trained: nn.Module) -> Iterator[Any]:
+    """`score(batch) -> per-window losses` of a reference model for quality selection.
+
+    `init` scores with the run's own starting model (`trained`, before any step); `ckpt:`/`hf:`
+    loads another. Scoring runs on a GPU when there is one; the trained model goes back to where
+    the trainer put it.
+    """
+    model = trained
+    if reference != "init":
+        initial = initial_model(reference, None)
+        model = build_model(initial.config)
+        model.set_loss("chunked")  # no [tokens, vocab] logits per scored batch
+        load_into(model, initial)
+    home = next(model.parameters()).device
+    device = home
+    if home.type == "cpu" and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    model.to(device)
+    try:
+        yield lambda batch: model.window_losses(**batch)
+    finally:
+        model.to(home)

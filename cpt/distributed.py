@@ -1,4 +1,5 @@
-"""Scale-out strategies beyond Lightning's strings: FSDP wrapped per transformer block.
+"""Scale-out strategies beyond Lightning's strings (FSDP wrapped per transformer block), and
+what the machine must offer a run (`check_hardware`).
 
 `trainer=ddp` needs nothing here (`strategy: ddp`). `trainer=fsdp` instantiates
 `fsdp_strategy` from the trainer config: each block of either model family becomes one FSDP unit,
@@ -14,6 +15,8 @@ from typing import Any
 from lightning.pytorch.strategies import FSDPStrategy
 
 from cpt.models import gpt_neox, llama
+from cpt.models.attention import flash_available
+from cpt.models.options import ModelOptions
 
 BLOCKS = {gpt_neox.Block, llama.Block}
 SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
@@ -49,3 +52,37 @@ def fsdp_strategy(
         **({"device_mesh": tuple(device_mesh)} if device_mesh else {}),
         **kwargs,
     )
+
+
+def check_hardware(model: ModelOptions, trainer: Any) -> None:
+    """What this machine must offer the run; raises ValueError('key: message')."""
+    import torch
+
+    precision = str(trainer.get("precision", "32-true"))
+    accelerator = trainer.get("accelerator", "auto")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator: {accelerator} requested but no CUDA device is available"
+        )
+    if precision.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"trainer.precision: {precision} requested but this GPU has no bf16 support; "
+            "use 16-mixed"
+        )
+    strategy = trainer.get("strategy")
+    target = strategy.get("_target_") if hasattr(strategy, "get") else strategy
+    if "fsdp" in str(target) and not (on_gpu and torch.cuda.is_available()):
+        raise ValueError(
+            "trainer.strategy: FSDP needs CUDA GPUs (Lightning runs it on no other accelerator); "
+            "use trainer=ddp or the default single-device trainer here"
+        )
+    if model.attention == "flash":
+        why = flash_available()
+        if why is not None:
+            raise ValueError(f"model.attention: flash {why}")
+        if not precision.startswith(("bf16", "16")):
+            raise ValueError(
+                f"model.attention: flash runs in bf16/fp16 only, but trainer.precision is "
+                f"{precision}; use trainer.precision=bf16-mixed"
+            )

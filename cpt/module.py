@@ -3,18 +3,58 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from cpt.models.llama import RMSNorm
+from cpt.models.norms import weight_decay_groups
 from cpt.models.registry import build_model, config_from_dict
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite (the `SaveOnFailure` callback sets `saved`)."""
+
+    def __init__(self, loss: float, step: int) -> None:
+        super().__init__(loss, step)
+        self.loss, self.step = loss, step
+        self.saved: Path | None = None
+
+    def __str__(self) -> str:
+        where = (
+            f"the last good state is in {self.saved}"
+            if self.saved is not None
+            else "no checkpoint was saved (add callbacks.save_on_failure)"
+        )
+        return (
+            f"train/loss is {self.loss} at step {self.step}; {where} "
+            "(optim.on_nonfinite=skip skips such steps instead)"
+        )
+
+
+@dataclass
+class OptimConfig:
+    """The `optim` config group: AdamW; the LR of every step comes from the schedule (`Rewarm`)."""
+
+    max_lr: float = 3e-4
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    on_nonfinite: str = (
+        "stop"  # stop (save the last good state, fail) | skip (count, skip the step)
+    )
+
+    def __post_init__(self) -> None:
+        if not self.max_lr > 0:
+            raise ValueError(f"max_lr: expected a positive learning rate, got {self.max_lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: expected a value >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: expected two values in [0, 1), got {list(self.betas)}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite: expected stop or skip, got {self.on_nonfinite!r}")
 
 
 class CPTModule(L.LightningModule):
@@ -84,22 +124,14 @@ class CPTModule(L.LightningModule):
         return loss
 
     def _non_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """Skip the step (counted), or save the last good state and stop with a clear message."""
-        step = self.global_step
+        """Skip the step (counted), or stop before the optimizer step (`SaveOnFailure` saves)."""
         if self.hparams.optim.get("on_nonfinite", "stop") == "skip":
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps))
             # a loss with no path to the weights: no gradient, so the optimizer step changes
             # nothing, while the step counter (and with it the schedule and the data) moves on
             return loss.new_zeros((), requires_grad=True)
-        path = (
-            Path(self.trainer.default_root_dir) / "checkpoints" / f"nonfinite-step{step:07d}.ckpt"
-        )
-        self.trainer.save_checkpoint(path)  # the weights are still those before this step
-        raise NonFiniteLossError(
-            f"train/loss is {loss.item()} at step {step}; the last good state is in {path} "
-            "(optim.on_nonfinite=skip skips such steps instead)"
-        )
+        raise NonFiniteLossError(loss.item(), self.global_step)
 
     def _log_sources(self, per_sequence: torch.Tensor, source: torch.Tensor) -> None:
         """Per-source training loss (this rank's share) and tokens consumed (exact, all ranks)."""
@@ -138,23 +170,8 @@ class CPTModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optim = self.hparams.optim
-        # matrices and embeddings decay; biases and norm gains do not. Decided by module type,
-        # not by shape: under FSDP the parameters are flat shards when this runs.
-        exempt = set()
-        for module in self.model.modules():
-            if isinstance(module, (torch.nn.LayerNorm, RMSNorm)):
-                exempt.update(id(p) for p in module.parameters(recurse=False))
-            elif isinstance(module, torch.nn.Linear) and module.bias is not None:
-                exempt.add(id(module.bias))
-        decay, no_decay = [], []
-        for param in self.model.parameters():
-            if param.requires_grad:
-                (no_decay if id(param) in exempt else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": optim["weight_decay"]},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            weight_decay_groups(self.model, optim["weight_decay"]),
             lr=optim["max_lr"],
             betas=tuple(optim["betas"]),
             eps=optim["eps"],

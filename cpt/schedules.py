@@ -141,21 +141,55 @@ def wsd(
     return _decay(decay_shape, (step - decay_start) / decay_steps, max_lr, min_lr_ratio * max_lr)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ScheduleSpec:
-    """Everything a schedule needs besides the step; phase lengths are steps or fractions of T."""
+    """The `schedule` config group: everything a schedule needs besides the step and the run.
 
-    name: str = "cosine"
+    Phase lengths are an int (steps, or tokens with `unit: tokens`) or a float in [0, 1) (a
+    fraction of the run). Checked here on its own; `build` checks it against the run's length.
+    """
+
+    name: str = "cosine"  # constant | cosine | linear | inverse_sqrt | infinite | wsd
     warmup: int | float = 0.01
     min_lr_ratio: float = 0.1
-    timescale: float = 10.0  # inverse_sqrt and the infinite schedule's inverse-sqrt cool-down
+    timescale: float = 10.0  # inverse_sqrt: steps (tokens with unit=tokens); infinite: `a`, no unit
     constant_lr_ratio: float = 0.55  # infinite: c / max_lr (1.65e-4 / 3e-4 in Ibrahim et al.)
     cooldown: int | float = 0.59  # infinite: length of the cool-down phase
     cooldown_shape: str = "cosine"  # infinite: cosine | inverse_sqrt
     anneal: int | float = 0.15  # infinite: length of the final anneal (0: none)
     decay: int | float = 0.2  # wsd: length of the final decay
     decay_shape: str = "1-sqrt"  # wsd: linear | cosine | 1-sqrt
-    unit: str = "steps"  # steps | tokens: what integer phase lengths and the timescale count
+    unit: str = (
+        "steps"  # steps | tokens: what integer phase lengths (and inverse_sqrt's timescale) count
+    )
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ValueError(
+                f"name: unknown schedule {self.name!r}; expected one of {list(SCHEDULES)}"
+            )
+        if self.unit not in ("steps", "tokens"):
+            raise ValueError(f"unit: expected steps or tokens, got {self.unit!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: expected a value in [0, 1], got {self.min_lr_ratio}")
+        if not self.timescale > 0:
+            raise ValueError(f"timescale: expected a positive value, got {self.timescale}")
+        if self.cooldown_shape not in ("cosine", "inverse_sqrt"):
+            raise ValueError(
+                f"cooldown_shape: expected cosine or inverse_sqrt, got {self.cooldown_shape!r}"
+            )
+        if self.decay_shape not in ("linear", "cosine", "1-sqrt"):
+            raise ValueError(
+                f"decay_shape: expected linear, cosine or 1-sqrt, got {self.decay_shape!r}"
+            )
+        if self.name == "infinite" and not 0 < self.min_lr_ratio <= self.constant_lr_ratio <= 1:
+            raise ValueError(
+                "constant_lr_ratio: the infinite schedule needs "
+                f"0 < min_lr_ratio ({self.min_lr_ratio}) <= constant_lr_ratio "
+                f"({self.constant_lr_ratio}) <= 1"
+            )
+        for key in ("warmup", "cooldown", "anneal", "decay"):
+            resolve_steps(getattr(self, key), 1 << 62, key)  # sign and fraction range only
 
 
 def build(
@@ -163,11 +197,10 @@ def build(
 ) -> Schedule:
     """The schedule `spec.name` with its arguments bound: a function step -> lr.
 
-    With `unit: tokens`, integer phase lengths and `timescale` are token counts (CPT budgets are
-    stated in tokens), turned into steps with `tokens_per_step`; fractions stay fractions.
+    With `unit: tokens`, integer phase lengths (and inverse_sqrt's `timescale`) are token counts
+    (CPT budgets are stated in tokens), turned into steps with `tokens_per_step`; fractions stay
+    fractions. The infinite schedule's timescale `a` scales a progress in [0, 1]: it has no unit.
     """
-    if spec.unit not in ("steps", "tokens"):
-        raise ValueError(f"unit: expected steps or tokens, got {spec.unit!r}")
     if spec.unit == "tokens":
         if not tokens_per_step:
             raise ValueError("unit: tokens needs the number of tokens per optimizer step")
@@ -187,14 +220,6 @@ def build(
             raise ValueError(
                 f"cooldown: warmup + cooldown + anneal = {w + cd + an} steps exceed the run ({total_steps})"
             )
-        if spec.cooldown_shape not in ("cosine", "inverse_sqrt"):
-            raise ValueError(
-                f"cooldown_shape: expected cosine or inverse_sqrt, got {spec.cooldown_shape!r}"
-            )
-        if not 0 < min_lr <= spec.constant_lr_ratio * max_lr <= max_lr:
-            raise ValueError(
-                "constant_lr_ratio: the infinite schedule needs 0 < min_lr_ratio <= constant_lr_ratio <= 1"
-            )
         return lambda s: infinite(
             s,
             max_lr=max_lr,
@@ -212,10 +237,6 @@ def build(
         if w + d > total_steps:
             raise ValueError(
                 f"decay: warmup + decay = {w + d} steps exceed the run ({total_steps})"
-            )
-        if spec.decay_shape not in ("linear", "cosine", "1-sqrt"):
-            raise ValueError(
-                f"decay_shape: expected linear, cosine or 1-sqrt, got {spec.decay_shape!r}"
             )
         return lambda s: wsd(
             s,
@@ -243,5 +264,8 @@ def _in_steps(spec: ScheduleSpec, tokens_per_step: int) -> ScheduleSpec:
         cooldown=steps(spec.cooldown),
         anneal=steps(spec.anneal),
         decay=steps(spec.decay),
-        timescale=spec.timescale / tokens_per_step,
+        # only inverse_sqrt's timescale counts steps; the infinite schedule's `a` has no unit
+        timescale=spec.timescale / tokens_per_step
+        if spec.name == "inverse_sqrt"
+        else spec.timescale,
     )

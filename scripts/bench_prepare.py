@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from cpt.data.config import DataConfig, DomainSpec
 from cpt.data.datamodule import CPTDataModule
-from cpt.data.prepare import DomainSpec, prepare_domain
+from cpt.data.prepare import prepare_domain
 from cpt.data.sources import SourceSpec, documents
 from cpt.data.tokenizer import train_bpe
 from cpt.models import GPTNeoX, config_from_name
@@ -43,9 +44,7 @@ def write_corpus(folder: Path) -> tuple[list[Path], int]:
 
 def run_cpt(pattern: str, tokenizer, root: Path) -> tuple[float, int]:
     started = time.perf_counter()
-    prepared = prepare_domain(
-        root, DomainSpec(SourceSpec(pattern), val_tokens=1), tokenizer, workers=2
-    )
+    prepared = prepare_domain(root, DomainSpec(pattern, val_tokens=1), tokenizer, workers=2)
     seconds = time.perf_counter() - started
     return seconds, sum(prepared.meta["splits"][s]["tokens"] for s in ("train", "val"))
 
@@ -101,12 +100,18 @@ def bench_prepare(rounds: int, work: Path) -> float:
 def bench_loader(work: Path, steps: int = 30) -> float:
     tokenizer = work / "tok.json"
     domains = {
-        "downstream": DomainSpec(SourceSpec(str(work / "python-code.jsonl"))),
-        "upstream": DomainSpec(SourceSpec(str(work / "python-docs.jsonl"))),
+        "downstream": DomainSpec(str(work / "python-code.jsonl")),
+        "upstream": DomainSpec(str(work / "python-docs.jsonl")),
     }
-    dm = CPTDataModule(
-        str(work / "data"), str(tokenizer), domains, {"downstream": 0.75, "upstream": 0.25}, 128, 16
+    data = DataConfig(
+        dir=str(work / "data"),
+        tokenizer=str(tokenizer),
+        mixture={"downstream": 0.75, "upstream": 0.25},
+        domains=domains,
+        seq_len=128,
+        micro_batch_size=16,
     )
+    dm = CPTDataModule(data)
     dm.setup()
     batches = iter(dm.train_dataloader())
     next(batches)

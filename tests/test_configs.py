@@ -7,16 +7,17 @@ from hydra.utils import instantiate
 
 from cpt.callbacks import Rewarm
 from cpt.config import validate
+from cpt.preflight import build
 from tests.conftest import CONF, compose_train
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "schedule").glob("*.yaml")))
-def test_every_schedule_option_validates(option):
-    cfg = compose_train([f"schedule={option}", "trainer.max_steps=1000", "output_dir=/tmp/x"])
-    validate(cfg)
-    rewarm = instantiate(cfg.callbacks.rewarm)
-    rewarm.build(1000)
-    assert isinstance(rewarm, Rewarm) and 0 <= rewarm.lr_at(500) <= cfg.optim.max_lr
+def test_every_schedule_option_validates(option, tmp_path):
+    cfg = compose_train([f"schedule={option}", "trainer.max_steps=1000", f"output_dir={tmp_path}"])
+    built = build(cfg)
+    (rewarm,) = [c for c in built.callbacks if isinstance(c, Rewarm)]
+    assert rewarm.spec == validate(cfg).schedule
+    assert 0 <= rewarm.lr_at(500) <= cfg.optim.max_lr
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "callbacks").glob("*.yaml")))

@@ -39,9 +39,7 @@ def test_builtin_corpora_are_prose_and_code():
 def test_round_trip_tokens_file_windows(tmp_path, tokenizer):
     texts = [f"document number {i}: " + "lorem ipsum dolor " * (i % 7 + 1) for i in range(50)]
     source = write_jsonl(tmp_path / "c.jsonl", texts)
-    prepared = prepare_domain(
-        tmp_path / "data", DomainSpec(SourceSpec(str(source)), val_tokens=60), tokenizer
-    )
+    prepared = prepare_domain(tmp_path / "data", DomainSpec(str(source), val_tokens=60), tokenizer)
     eod = eod_id(tokenizer)
     # every split decodes back to its documents, each followed by the EOD token
     seen = []
@@ -66,9 +64,7 @@ def test_round_trip_tokens_file_windows(tmp_path, tokenizer):
 def test_validation_documents_never_in_training(tmp_path, tokenizer):
     texts = [f"unique document {i} " + "word " * i for i in range(40)]
     source = write_jsonl(tmp_path / "c.jsonl", texts)
-    prepared = prepare_domain(
-        tmp_path / "data", DomainSpec(SourceSpec(str(source)), val_tokens=100), tokenizer
-    )
+    prepared = prepare_domain(tmp_path / "data", DomainSpec(str(source), val_tokens=100), tokenizer)
 
     def docs(split):
         tokens, offsets = prepared.tokens(split), prepared.offsets(split)
@@ -80,19 +76,17 @@ def test_validation_documents_never_in_training(tmp_path, tokenizer):
     assert sum(prepared.meta["splits"][s]["tokens"] for s in ("train", "val")) > 100
     assert prepared.meta["splits"]["val"]["tokens"] >= 100
     # deterministic: another seed picks other documents, the same seed the same ones
-    again = prepare_domain(
-        tmp_path / "data2", DomainSpec(SourceSpec(str(source)), val_tokens=100), tokenizer
-    )
+    again = prepare_domain(tmp_path / "data2", DomainSpec(str(source), val_tokens=100), tokenizer)
     assert np.array_equal(again.tokens("val")[:], prepared.tokens("val")[:])
     other = prepare_domain(
-        tmp_path / "data3", DomainSpec(SourceSpec(str(source)), val_tokens=100, seed=7), tokenizer
+        tmp_path / "data3", DomainSpec(str(source), val_tokens=100), tokenizer, seed=7
     )
     assert not np.array_equal(other.tokens("val")[:], prepared.tokens("val")[:])
 
 
 def test_preparation_is_reused_and_rebuilt_when_source_changes(tmp_path, tokenizer):
     source = write_jsonl(tmp_path / "c.jsonl", [f"doc {i}" for i in range(10)])
-    spec = DomainSpec(SourceSpec(str(source)), val_tokens=5)
+    spec = DomainSpec(str(source), val_tokens=5)
     first = prepare_domain(tmp_path / "data", spec, tokenizer)
     stamp = (first.path / "train-00000.bin").stat().st_mtime_ns
     assert prepare_domain(tmp_path / "data", spec, tokenizer).path == first.path
@@ -107,28 +101,24 @@ def test_corrupt_json_line_names_file_and_line(tmp_path, tokenizer):
     source = tmp_path / "bad.jsonl"
     source.write_text('{"text": "fine"}\n{"text": broken\n')
     with pytest.raises(SourceError, match=r"bad.jsonl:2: not valid JSON"):
-        prepare_domain(tmp_path / "data", DomainSpec(SourceSpec(str(source))), tokenizer)
+        prepare_domain(tmp_path / "data", DomainSpec(str(source)), tokenizer)
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def test_missing_text_field(tmp_path, tokenizer):
     source = write_jsonl(tmp_path / "c.jsonl", ["a", "b"], field="content")
     with pytest.raises(SourceError, match=r"c.jsonl:1: no text field 'text'"):
-        prepare_domain(tmp_path / "data", DomainSpec(SourceSpec(str(source))), tokenizer)
+        prepare_domain(tmp_path / "data", DomainSpec(str(source)), tokenizer)
 
 
 def test_empty_corpus_and_missing_file(tmp_path, tokenizer):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(SourceError, match="0 non-empty documents"):
-        prepare_domain(
-            tmp_path / "data", DomainSpec(SourceSpec(str(tmp_path / "empty.jsonl"))), tokenizer
-        )
+        prepare_domain(tmp_path / "data", DomainSpec(str(tmp_path / "empty.jsonl")), tokenizer)
     with pytest.raises(SourceError, match="no such file"):
-        prepare_domain(
-            tmp_path / "data", DomainSpec(SourceSpec(str(tmp_path / "nope.jsonl"))), tokenizer
-        )
+        prepare_domain(tmp_path / "data", DomainSpec(str(tmp_path / "nope.jsonl")), tokenizer)
     with pytest.raises(SourceError, match="unknown data source 'wikipedia'"):
-        prepare_domain(tmp_path / "data", DomainSpec(SourceSpec("wikipedia")), tokenizer)
+        prepare_domain(tmp_path / "data", DomainSpec("wikipedia"), tokenizer)
 
 
 def test_tokenizer_loading_errors(tmp_path):

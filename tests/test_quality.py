@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cpt.config import ConfigError
+from cpt.data.quality import QualityRule, select_windows, window_scores
 from cpt.data.windows import TokenWindows
 from cpt.models.presets import config_from_name
 from cpt.models.registry import build_model
-from cpt.quality import QualityRule, select_windows, window_losses
 from cpt.train import run
 
 
@@ -23,16 +23,17 @@ def test_the_kept_windows_are_those_the_reference_finds_easiest(tmp_path):
     easy = np.tile(np.arange(17, dtype=np.uint16), 40)  # one repeated pattern ...
     tokens = np.concatenate([easy, rng.integers(0, 4096, 680, dtype=np.uint16)])  # ... then noise
     windows = TokenWindows(tokens, 16, np.array([0]), False)
-    losses = window_losses(model, windows, np.arange(len(windows)))
+    score = lambda batch: model.window_losses(**batch)  # noqa: E731
+    losses = window_scores(score, windows, np.arange(len(windows)))
     rule = QualityRule(reference="init", keep=0.25)
-    kept = select_windows(model, windows, rule, seed=1, name="d", cache_dir=tmp_path, key="k")
+    kept = select_windows(score, windows, rule, seed=1, name="d", cache_dir=tmp_path, key="k")
     assert len(kept) == round(0.25 * len(windows)) and np.all(np.diff(kept) > 0)
     rest = np.setdiff1d(np.arange(len(windows)), kept)
     assert losses[kept].max() <= losses[rest].min()  # exactly the lowest-loss quarter
     high = select_windows(
-        model,
+        score,
         windows,
-        QualityRule("init", 0.25, "high"),
+        QualityRule(keep=0.25, reference="init", prefer="high"),
         seed=1,
         name="d",
         cache_dir=tmp_path,

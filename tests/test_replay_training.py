@@ -71,12 +71,18 @@ def test_replay_restricted_to_windows_an_earlier_run_saw(tiny_run):
     cpt = tiny_run(*REPLAY, f"init=ckpt:{last}", f"data.domains.upstream.seen_by={last}", out="cpt")
     run(cpt)  # trains; the restriction itself is checked on the datamodule below
     from cpt.data.datamodule import CPTDataModule
+    from cpt.preflight import build
 
-    dm = CPTDataModule.from_config(cpt.data, cpt.seed)
+    cpt.overwrite = True  # only built again, to read the datamodule: nothing is trained
+    built = build(cpt)
+    dm = CPTDataModule(built.config.data, built.geometry, cpt.seed, built.seen)
     dm.setup()
     allowed = dm.mixture.sources[1].allowed
     assert len(allowed) == 2 * 4  # two steps of four upstream windows
-    pre = CPTDataModule.from_config(upstream.data, upstream.seed)
+    again = upstream.copy()
+    again.overwrite = True  # only built, to read its geometry: nothing is trained or written
+    before = build(again)
+    pre = CPTDataModule(before.config.data, before.geometry, upstream.seed)
     pre.setup()
     assert set(allowed.tolist()) == set(pre.mixture.seen_windows(0, 2).tolist())
 
@@ -117,9 +123,7 @@ def test_prepare_command_in_parts(data_dir, tmp_path, capsys):
     def compose_prepare(*overrides):
         from hydra.core.config_store import ConfigStore
 
-        from cpt.config import DataConfig
-
-        ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig(data=DataConfig()))
+        ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig)
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose("prepare", overrides=[f"data.dir={tmp_path / 'd'}", *overrides])
 

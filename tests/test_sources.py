@@ -61,12 +61,13 @@ def test_hugging_face_dataset_folder(tmp_path):
 def test_parts_prepared_apart_then_finalized(tmp_path, tokenizer):
     for i in range(4):
         (tmp_path / f"shard{i}.jsonl").write_text(lines(TEXTS[i * 7 : (i + 1) * 7 + (i == 3) * 2]))
-    spec = DomainSpec(SourceSpec(str(tmp_path / "shard*.jsonl")), val_tokens=40, shard_tokens=100)
+    spec = DomainSpec(str(tmp_path / "shard*.jsonl"), val_tokens=40)
+    small = {"shard_tokens": 100}
     with pytest.raises(SourceError, match="parts not prepared yet: part-00001"):
-        prepare_domain(tmp_path / "data", spec, tokenizer, part=0, num_parts=2)
-        finalize(tmp_path / "data", spec, tokenizer, num_parts=2)
-    prepare_domain(tmp_path / "data", spec, tokenizer, part=1, num_parts=2)
-    whole = finalize(tmp_path / "data", spec, tokenizer, num_parts=2)
+        prepare_domain(tmp_path / "data", spec, tokenizer, part=0, num_parts=2, **small)
+        finalize(tmp_path / "data", spec, tokenizer, num_parts=2, **small)
+    prepare_domain(tmp_path / "data", spec, tokenizer, part=1, num_parts=2, **small)
+    whole = finalize(tmp_path / "data", spec, tokenizer, num_parts=2, **small)
     assert whole.meta["parts"] == 2
     train, val = whole.tokens("train"), whole.tokens("val")
     assert len(train) + len(val) == sum(len(tokenizer.encode(t).ids) + 1 for t in TEXTS)
@@ -80,11 +81,11 @@ def test_parts_prepared_apart_then_finalized(tmp_path, tokenizer):
 def test_interrupted_preparation_leaves_nothing_and_keeps_earlier_output(tmp_path, tokenizer):
     source = tmp_path / "c.jsonl"
     source.write_text(lines(TEXTS))
-    first = prepare_domain(tmp_path / "data", DomainSpec(SourceSpec(str(source))), tokenizer)
+    first = prepare_domain(tmp_path / "data", DomainSpec(str(source)), tokenizer)
     before = {p: p.read_bytes() for p in first.path.iterdir()}
     source.write_text(lines(TEXTS) + '{"text": "fine"}\n{broken\n')  # a changed, corrupt source
     with pytest.raises(SourceError, match=r"c.jsonl:32: not valid JSON"):
-        prepare_domain(tmp_path / "data", DomainSpec(SourceSpec(str(source))), tokenizer)
+        prepare_domain(tmp_path / "data", DomainSpec(str(source)), tokenizer)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [first.path.name]
     assert {p: p.read_bytes() for p in first.path.iterdir()} == before
 
@@ -92,7 +93,7 @@ def test_interrupted_preparation_leaves_nothing_and_keeps_earlier_output(tmp_pat
 def test_token_files_of_another_tokenizer_are_refused(tmp_path, tokenizer):
     source = tmp_path / "c.jsonl"
     source.write_text(lines(TEXTS))
-    prepared = prepare_domain(tmp_path / "data", DomainSpec(SourceSpec(str(source))), tokenizer)
+    prepared = prepare_domain(tmp_path / "data", DomainSpec(str(source)), tokenizer)
     other = train_bpe(TEXTS, 280, tmp_path / "other.json")
     with pytest.raises(SourceError, match="built with another tokenizer"):
         check_compatible(prepared, other)
@@ -101,19 +102,19 @@ def test_token_files_of_another_tokenizer_are_refused(tmp_path, tokenizer):
 def test_unknown_format_and_missing_field(tmp_path, tokenizer):
     (tmp_path / "x.csv").write_text("text\nhello\n")
     with pytest.raises(SourceError, match=r"x.csv: unknown format"):
-        prepare_domain(tmp_path / "d", DomainSpec(SourceSpec(str(tmp_path / "*.csv"))), tokenizer)
+        prepare_domain(tmp_path / "d", DomainSpec(str(tmp_path / "*.csv")), tokenizer)
     with pytest.raises(SourceError, match="unknown data source 'x.csv.bak'"):
-        prepare_domain(tmp_path / "d", DomainSpec(SourceSpec("x.csv.bak")), tokenizer)
+        prepare_domain(tmp_path / "d", DomainSpec("x.csv.bak"), tokenizer)
     (tmp_path / "c.jsonl").write_text(lines(TEXTS, field="body"))
     with pytest.raises(SourceError, match=r"c.jsonl:1: no text field 'text'"):
-        prepare_domain(tmp_path / "d", DomainSpec(SourceSpec(str(tmp_path / "c.jsonl"))), tokenizer)
+        prepare_domain(tmp_path / "d", DomainSpec(str(tmp_path / "c.jsonl")), tokenizer)
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
 
 
 def test_two_workers_write_the_same_tokens_as_one(tmp_path, tokenizer):
     source = tmp_path / "c.jsonl"
     source.write_text(lines(TEXTS * 20))
-    spec = DomainSpec(SourceSpec(str(source)), val_tokens=200)
+    spec = DomainSpec(str(source), val_tokens=200)
     one = prepare_domain(tmp_path / "one", spec, tokenizer, workers=1)
     two = prepare_domain(tmp_path / "two", spec, tokenizer, workers=2)
     assert (

@@ -121,7 +121,8 @@ def test_init_and_resume_together_is_an_error(tiny_run, tmp_path):
         ),
         (
             "data.global_batch_size=10",
-            "data.global_batch_size: 10 is not divisible by micro_batch_size x devices = 4",
+            "data.global_batch_size: 10 is not divisible by micro_batch_size x devices x "
+            "num_nodes = 4 x 1 x 1 = 4",
         ),
         (
             "trainer.accelerator=gpu",
@@ -166,7 +167,7 @@ def test_typo_in_a_key_fails_at_compose_time(tmp_path):
     (tmp_path / "experiment" / "mine.yaml").write_text(
         "# @package _global_\nschedule:\n  warmpu: 5\n"
     )
-    with pytest.raises(Exception, match="Key 'warmpu' not in 'ScheduleConfig'"):
+    with pytest.raises(Exception, match="Key 'warmpu' not in 'ScheduleSpec'"):
         compose_train(
             [f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "output_dir=/tmp/x"]
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from typing import Any
 
 import lightning as L
 
@@ -49,6 +50,10 @@ class PartialFreeze(L.Callback):
             if n.removesuffix(".weight") + ".bias" in names
         ]
         return sorted(frozen)
+
+    def summary(self) -> dict[str, Any]:
+        """The callback protocol: what this callback adds to `summary.json`."""
+        return {"frozen_parameters": self.frozen}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         params = dict(pl_module.model.named_parameters())

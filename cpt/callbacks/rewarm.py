@@ -18,6 +18,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from cpt import schedules
+from cpt.geometry import BatchGeometry
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATES = ("fresh", "load", "warm")
@@ -40,24 +41,40 @@ class Rewarm(L.Callback):
             raise ValueError(
                 f"optimizer_state {optimizer_state!r} unknown; expected one of {OPTIMIZER_STATES}"
             )
-        self.spec = schedules.ScheduleSpec(**_plain(schedule))
+        spec = _plain(schedule)
+        self.spec = (
+            spec if isinstance(spec, schedules.ScheduleSpec) else schedules.ScheduleSpec(**spec)
+        )
         self.max_lr = max_lr
         self.optimizer_state = optimizer_state
         self.warm_steps = warm_steps if optimizer_state == "warm" else 0
         self.init = init
         self._schedule: schedules.Schedule | None = None
+        self.geometry: BatchGeometry | None = None
 
-    def build(self, total_steps: int, tokens_per_step: int | None = None) -> None:
+    def build(self, geometry: BatchGeometry) -> None:
+        """Bind the schedule to the run's geometry; a phase that does not fit fails here."""
+        total_steps = geometry.max_steps
         if self.warm_steps >= total_steps:
             raise ValueError(
-                f"warm_steps {self.warm_steps} leave no step of the run ({total_steps})"
+                f"warm_steps: {self.warm_steps} leave no step of the run ({total_steps})"
             )
         self._schedule = schedules.build(
             self.spec,
             max_lr=self.max_lr,
             total_steps=total_steps - self.warm_steps,
-            tokens_per_step=tokens_per_step,
+            tokens_per_step=geometry.tokens_per_step,
         )
+        self.geometry = geometry
+
+    def check(self, geometry: BatchGeometry) -> None:
+        """The callback protocol's pre-run check: the schedule must fit the run."""
+        try:
+            self.build(geometry)
+        except ValueError as err:
+            key, _, message = str(err).partition(": ")
+            group = "callbacks.rewarm" if key == "warm_steps" else "schedule"
+            raise ValueError(f"{group}.{key}: {message}") from None
 
     def lr_at(self, step: int) -> float:
         assert self._schedule is not None, "build() first"
@@ -66,11 +83,9 @@ class Rewarm(L.Callback):
         return self._schedule(step - self.warm_steps)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        datamodule = trainer.datamodule
-        tokens_per_step = None
-        if datamodule is not None and datamodule.mixture is not None:
-            tokens_per_step = datamodule.mixture.global_batch * datamodule.seq_len
-        self.build(trainer.max_steps, tokens_per_step)
+        geometry = trainer.datamodule.geometry  # the one the entry point computed and checked
+        if self._schedule is None or self.geometry != geometry:
+            self.build(geometry)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path is not None or self.optimizer_state != "load":

@@ -150,6 +150,10 @@ class StabilityGap(L.Callback):
             folder = Path(self.output_dir or trainer.default_root_dir)
             self.figure = plot_gap(self.curves, self.metrics, folder / "stability_gap.png")
 
+    def summary(self) -> dict[str, Any]:
+        """The callback protocol: what this callback adds to `summary.json`."""
+        return {"stability_gap": self.metrics}
+
     def state_dict(self) -> dict[str, Any]:
         return {"curves": {k: [list(p) for p in v] for k, v in self.curves.items()}}
 

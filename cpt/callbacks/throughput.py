@@ -47,8 +47,8 @@ class Throughput(L.Callback):
         self._flops_per_token = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seq_len = trainer.datamodule.seq_len if trainer.datamodule is not None else 0
-        self._flops_per_token = model_flops_per_token(pl_module.model.config, seq_len)
+        geometry = trainer.datamodule.geometry  # the run's one batch geometry
+        self._flops_per_token = model_flops_per_token(pl_module.model.config, geometry.seq_len)
         self.peak_tflops = self.peak_tflops or default_peak_tflops(pl_module.device)
         self._times = [(time.perf_counter(), pl_module.tokens_seen)]
 

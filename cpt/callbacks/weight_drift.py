@@ -10,6 +10,7 @@ on the CPU.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import lightning as L
 import torch
@@ -40,6 +41,10 @@ class WeightDrift(L.Callback):
             norm[self.group(name)] += float(start.pow(2).sum())
         self.drift = {g: (moved[g] / norm[g]) ** 0.5 if norm[g] > 0 else 0.0 for g in moved}
         return self.drift
+
+    def summary(self) -> dict[str, Any]:
+        """The callback protocol: what this callback adds to `summary.json`."""
+        return {"weight_drift": self.drift}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:

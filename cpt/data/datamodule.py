@@ -9,10 +9,7 @@ knows nothing of the model: the entry point checks the vocabulary through `vocab
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +19,14 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
+from cpt.data.config import DataConfig, DomainSpec
 from cpt.data.mixture import Mixture, MixtureSource, cap_windows
-from cpt.data.prepare import DomainSpec, check_compatible, prepare_domain
+from cpt.data.prepare import check_compatible, prepare_domain
 from cpt.data.shards import PreparedDomain, is_prepared, load_prepared
-from cpt.data.sources import SourceError, SourceSpec, documents
-from cpt.data.sources import fingerprint as source_fingerprint
-from cpt.data.tokenizer import bpe_vocab_size, load_tokenizer, train_bpe
+from cpt.data.sources import SourceError
+from cpt.data.tokenizer import resolve_tokenizer, tokenizer_file
 from cpt.data.windows import TokenWindows
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    """How a domain takes part in training (none of it changes the prepared files)."""
-
-    max_tokens: int | None = None  # cap: a fixed seeded subset of windows, repeated for epochs
-    seen_by: str | None = None  # a checkpoint: replay only the windows that run trained on
+from cpt.geometry import BatchGeometry
 
 
 class MixtureDataset(Dataset):
@@ -75,37 +65,34 @@ class MixtureBatches:
 
 
 class CPTDataModule(L.LightningDataModule):
+    """Built from the `data` config group and the run's one `BatchGeometry`.
+
+    `seen` holds, per domain with `seen_by`, the datamodule state saved in that checkpoint (the
+    entry point reads it: the data package never opens a model checkpoint).
+    """
+
     def __init__(
         self,
-        dir: str,
-        tokenizer: str,
-        domains: dict[str, DomainSpec],
-        mixture: dict[str, float],
-        seq_len: int,
-        micro_batch_size: int,
-        num_workers: int = 0,
+        data: DataConfig,
+        geometry: BatchGeometry | None = None,
         seed: int = 1234,
-        document_aware: bool = False,
-        prepare_workers: int = 1,
-        training: dict[str, TrainingOptions] | None = None,
+        seen: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        unknown = [name for name in mixture if name not in domains]
-        if unknown:
-            raise SourceError(
-                f"data.mixture: {unknown[0]!r} is not a domain; expected one of {list(domains)}"
-            )
-        self.root = Path(dir).expanduser()
-        self.tokenizer_spec = tokenizer
-        self.domains = domains
-        self.weights = dict(mixture)
-        self.seq_len = seq_len
-        self.micro_batch_size = micro_batch_size
-        self.num_workers = num_workers
+        self.config = data
+        self.root = Path(data.dir).expanduser()
+        self.domains: dict[str, DomainSpec] = dict(data.domains)
+        self.weights = data.weights
+        self.geometry = geometry or BatchGeometry(data.micro_batch_size, 1, 1, 1, data.seq_len, 1)
+        if (self.geometry.micro_batch_size, self.geometry.seq_len) != (
+            data.micro_batch_size,
+            data.seq_len,
+        ):
+            raise ValueError("geometry: micro batch and seq_len differ from the data config")
+        self.seq_len = data.seq_len
+        self.micro_batch_size = data.micro_batch_size
         self.seed = seed
-        self.document_aware = document_aware
-        self.prepare_workers = prepare_workers
-        self.training = training or {}
+        self.seen = seen or {}
         self._tokenizer: Tokenizer | None = None
         self.selectors: dict[str, Callable[[TokenWindows], np.ndarray]] = {}
         self.selected: dict[str, np.ndarray] = {}  # the windows the selectors chose
@@ -113,59 +100,20 @@ class CPTDataModule(L.LightningDataModule):
         self.mixture: Mixture | None = None
         self._start_step = 0
 
-    @classmethod
-    def from_config(cls, data: Any, seed: int) -> CPTDataModule:
-        """From the `data` config group (see `cpt.config.DataConfig`)."""
-        domains, training = {}, {}
-        for name, d in data.domains.items():
-            source = SourceSpec(d.source, d.text_field, d.hf_config, d.split, d.streaming)
-            domains[name] = DomainSpec(source, d.max_docs, d.val_tokens, seed, data.shard_tokens)
-            training[name] = TrainingOptions(d.max_tokens, d.seen_by)
-        return cls(
-            dir=data.dir,
-            tokenizer=data.tokenizer,
-            domains=domains,
-            mixture=dict(data.mixture or {}) or {data.train: 1.0},
-            seq_len=data.seq_len,
-            micro_batch_size=data.micro_batch_size,
-            num_workers=data.num_workers,
-            seed=seed,
-            document_aware=data.document_aware,
-            prepare_workers=data.prepare_workers,
-            training=training,
-        )
-
     # ---- tokenizer --------------------------------------------------------------------------------
-    def tokenizer_path(self) -> Path | None:
-        """Where a locally trained tokenizer lives (None for a file or hub tokenizer)."""
-        size = bpe_vocab_size(self.tokenizer_spec)
-        if size is None:
-            path = Path(self.tokenizer_spec).expanduser()
-            return path / "tokenizer.json" if path.is_dir() else (path if path.is_file() else None)
-        key = json.dumps(
-            sorted((source_fingerprint(d.source), d.max_docs) for d in self._raw_domains().values())
-        )
-        return (
-            self.root
-            / "tokenizers"
-            / f"bpe{size}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-        )
+    def _raw_domains(self) -> list[DomainSpec]:
+        return [d for d in self.domains.values() if not is_prepared(d.source)]
 
-    def _raw_domains(self) -> dict[str, DomainSpec]:
-        return {n: d for n, d in self.domains.items() if not is_prepared(d.source.source)}
+    def tokenizer_path(self) -> Path | None:
+        """Where a locally trained tokenizer lives (None for a hub tokenizer)."""
+        return tokenizer_file(self.config.tokenizer, self.root, self._raw_domains())
 
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            size = bpe_vocab_size(self.tokenizer_spec)
-            path = self.tokenizer_path()
-            if size is not None and not path.is_file():
-                texts = (
-                    t for d in self._raw_domains().values() for t in documents(d.source, d.max_docs)
-                )
-                self._tokenizer = train_bpe(texts, size, path)
-            else:
-                self._tokenizer = load_tokenizer(str(path) if path else self.tokenizer_spec)
+            self._tokenizer = resolve_tokenizer(
+                self.config.tokenizer, self.root, self._raw_domains()
+            )
         return self._tokenizer
 
     @property
@@ -181,12 +129,18 @@ class CPTDataModule(L.LightningDataModule):
         if len(self.prepared) == len(self.domains):
             return  # Lightning calls this on every validate() and fit(): fingerprint once
         for name, spec in self.domains.items():
-            if is_prepared(spec.source.source):
-                prepared = load_prepared(Path(spec.source.source).expanduser())
+            if is_prepared(spec.source):
+                prepared = load_prepared(Path(spec.source).expanduser())
                 self.prepared[name] = check_compatible(prepared, self.tokenizer)
             else:
                 self.prepared[name] = prepare_domain(
-                    self.root, spec, self.tokenizer, name, workers=self.prepare_workers
+                    self.root,
+                    spec,
+                    self.tokenizer,
+                    name,
+                    workers=self.config.prepare_workers,
+                    seed=self.seed,
+                    shard_tokens=self.config.shard_tokens,
                 )
 
     def setup(self, stage: str | None = None) -> None:
@@ -208,7 +162,10 @@ class CPTDataModule(L.LightningDataModule):
     def _windows(self, name: str, split: str) -> TokenWindows:
         prepared = self.prepared[name]
         return TokenWindows(
-            prepared.tokens(split), self.seq_len, prepared.offsets(split), self.document_aware
+            prepared.tokens(split),
+            self.seq_len,
+            prepared.offsets(split),
+            self.config.document_aware,
         )
 
     def train_windows(self, name: str) -> TokenWindows:
@@ -228,22 +185,24 @@ class CPTDataModule(L.LightningDataModule):
         sources = []
         for name, weight in self.weights.items():
             windows = len(self._windows(name, "train"))
-            options = self.training.get(name, TrainingOptions())
+            domain = self.domains[name]
             allowed = self.selected.get(name)
-            if options.max_tokens is not None:
+            if domain.max_tokens is not None:
                 pool = windows if allowed is None else len(allowed)
-                cap = cap_windows(pool, max(1, options.max_tokens // self.seq_len), self.seed, name)
+                cap = cap_windows(pool, max(1, domain.max_tokens // self.seq_len), self.seed, name)
                 allowed = cap if allowed is None else allowed[cap]
-            if options.seen_by is not None:
-                allowed = seen_windows(options.seen_by, self.prepared[name].name, self.seq_len)
+            if name in self.seen:
+                try:
+                    allowed = seen_windows(self.seen[name], self.prepared[name].name, self.seq_len)
+                except SourceError as err:
+                    raise SourceError(f"data.domains.{name}.{err}") from None
             if windows == 0 and weight > 0:
                 raise SourceError(
                     f"domain {name!r}: no training window of {self.seq_len + 1} tokens"
                 )
             sources.append(MixtureSource(name, weight, windows, allowed))
-        world, accumulate = self._world_and_accumulate()
         try:
-            return Mixture(sources, self.micro_batch_size * world * accumulate, self.seed)
+            return Mixture(sources, self.geometry.global_batch, self.seed)
         except ValueError as err:
             raise SourceError(f"data.mixture: {err}") from None
 
@@ -256,30 +215,33 @@ class CPTDataModule(L.LightningDataModule):
             self.mixture = self._build_mixture()
         return self.mixture
 
-    def _world_and_accumulate(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 1, 1
-        return trainer.world_size, trainer.accumulate_grad_batches
-
     # ---- loaders ----------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         assert self.mixture is not None, "setup() first"
-        world, accumulate = self._world_and_accumulate()
+        g = self.geometry
+        if self.trainer is not None and (
+            self.trainer.world_size,
+            self.trainer.accumulate_grad_batches,
+        ) != (g.world_size, g.accumulate):
+            raise RuntimeError(
+                f"the trainer runs {self.trainer.world_size} processes x accumulation "
+                f"{self.trainer.accumulate_grad_batches}, the batch geometry says "
+                f"{g.world_size} x {g.accumulate}"
+            )
         rank = self.trainer.global_rank if self.trainer is not None else 0
         start = self.trainer.global_step if self.trainer is not None else self._start_step
         dataset = MixtureDataset([self._windows(name, "train") for name in self.weights])
         batches = MixtureBatches(
-            self.mixture, start, self.micro_batch_size, rank, world, accumulate
+            self.mixture, start, self.micro_batch_size, rank, g.world_size, g.accumulate
         )
-        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=self.config.num_workers)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [
             DataLoader(
                 self._windows(name, "val"),
                 batch_size=self.micro_batch_size,
-                num_workers=self.num_workers,
+                num_workers=self.config.num_workers,
             )
             for name in self.domain_names
         ]
@@ -315,9 +277,8 @@ class CPTDataModule(L.LightningDataModule):
                     "dataset": self.prepared[s.name].name,
                     "weight": s.weight,
                     "num_windows": s.num_windows,
-                    "max_tokens": self.training.get(s.name, TrainingOptions()).max_tokens,
-                    "restricted": self.training.get(s.name, TrainingOptions()).seen_by is not None
-                    or s.name in self.selected,
+                    "max_tokens": self.domains[s.name].max_tokens,
+                    "restricted": s.name in self.seen or s.name in self.selected,
                 }
                 for s in self.mixture.sources
             ],
@@ -327,23 +288,18 @@ class CPTDataModule(L.LightningDataModule):
         self._start_step = int(state.get("step", 0))
 
 
-def seen_windows(checkpoint: str, dataset: str, seq_len: int) -> np.ndarray:
-    """The windows of `dataset` that the run which wrote `checkpoint` trained on."""
-    from cpt.checkpoints import read_lightning_checkpoint
-
-    state = read_lightning_checkpoint(checkpoint).get(CPTDataModule.__qualname__) or {}
+def seen_windows(state: dict[str, Any], dataset: str, seq_len: int) -> np.ndarray:
+    """The windows of `dataset` that a run trained on, from its saved datamodule `state`."""
     sources = state.get("sources", [])
     match = [i for i, s in enumerate(sources) if s["dataset"] == dataset]
     if not match:
-        raise SourceError(f"seen_by {checkpoint}: that run did not train on {dataset}")
+        raise SourceError(f"seen_by: that run did not train on {dataset}")
     if state["seq_len"] != seq_len:
         raise SourceError(
-            f"seen_by {checkpoint}: trained with seq_len {state['seq_len']}, this run uses {seq_len}"
+            f"seen_by: that run trained with seq_len {state['seq_len']}, this run uses {seq_len}"
         )
     if sources[match[0]]["restricted"]:
-        raise SourceError(
-            f"seen_by {checkpoint}: that run itself replayed a restricted set; name its source run"
-        )
+        raise SourceError("seen_by: that run itself replayed a restricted set; name its source run")
     rebuilt = []
     for s in sources:
         allowed = None

@@ -21,15 +21,16 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from cpt.data.config import DataConfig, DomainSpec
 from cpt.data.shards import (
     SPLITS,
     PreparedDomain,
@@ -40,41 +41,41 @@ from cpt.data.shards import (
 )
 from cpt.data.sources import SourceError, SourceSpec, check_source, documents
 from cpt.data.sources import fingerprint as source_fingerprint
-from cpt.data.tokenizer import eod_id, tokenizer_hash
+from cpt.data.tokenizer import eod_id, resolve_tokenizer, tokenizer_hash
 
 FORMAT_VERSION = 2
 _BATCH_DOCS = 256
 _BATCH_CHARS = 1 << 17
 
 
-@dataclass(frozen=True)
-class DomainSpec:
-    """What to prepare: a source, how much of it, and how to split it."""
-
-    source: SourceSpec
-    max_docs: int | None = None
-    val_tokens: int = 32768
-    seed: int = 1234
-    shard_tokens: int = 1 << 28  # 512 MB of uint16 per shard
+SEED, SHARD_TOKENS = 1234, 1 << 28  # defaults: the held-out documents' seed, 512 MB of uint16
 
 
-def fingerprint(spec: DomainSpec, tokenizer: Tokenizer) -> str:
+def fingerprint(
+    spec: DomainSpec, tokenizer: Tokenizer, seed: int = SEED, shard_tokens: int = SHARD_TOKENS
+) -> str:
     parts = {
         "format": FORMAT_VERSION,
-        "source": source_fingerprint(spec.source),
+        "source": source_fingerprint(spec),
         "max_docs": spec.max_docs,
         "val_tokens": spec.val_tokens,
-        "seed": spec.seed,
-        "shard_tokens": spec.shard_tokens,
+        "seed": seed,
+        "shard_tokens": shard_tokens,
         "tokenizer": tokenizer_hash(tokenizer),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def dataset_path(root: Path, spec: DomainSpec, tokenizer: Tokenizer) -> Path:
-    stem = spec.source.source.removeprefix("hf:").rstrip("/*")
+def dataset_path(
+    root: Path,
+    spec: DomainSpec,
+    tokenizer: Tokenizer,
+    seed: int = SEED,
+    shard_tokens: int = SHARD_TOKENS,
+) -> Path:
+    stem = spec.source.removeprefix("hf:").rstrip("/*")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(stem).name.split(".")[0]).strip("-") or "data"
-    return root / f"{slug}-{fingerprint(spec, tokenizer)[:16]}"
+    return root / f"{slug}-{fingerprint(spec, tokenizer, seed, shard_tokens)[:16]}"
 
 
 def check_compatible(prepared: PreparedDomain, tokenizer: Tokenizer) -> PreparedDomain:
@@ -150,10 +151,16 @@ def prepare_domain(
     workers: int = 1,
     part: int = 0,
     num_parts: int = 1,
+    *,
+    seed: int = SEED,
+    shard_tokens: int = SHARD_TOKENS,
 ) -> PreparedDomain:
-    """Tokenize `spec` (or one part of it) under `root`, or reuse what an identical call wrote."""
-    check_source(spec.source)
-    path = dataset_path(root, spec, tokenizer)
+    """Tokenize `spec` (or one part of it) under `root`, or reuse what an identical call wrote.
+
+    `seed` chooses the held-out documents; `shard_tokens` is the size of a shard file.
+    """
+    check_source(spec)
+    path = dataset_path(root, spec, tokenizer, seed, shard_tokens)
     if num_parts > 1:
         path = path / f"part-{part:05d}"
     if is_prepared(path):
@@ -165,34 +172,38 @@ def prepare_domain(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        docs = documents(spec.source, spec.max_docs, part, num_parts)
-        everything = ShardWriter(tmp, "all", dtype, spec.shard_tokens)
+        docs = documents(spec, spec.max_docs, part, num_parts)
+        everything = ShardWriter(tmp, "all", dtype, shard_tokens)
         lengths = []
-        for tokens in encode_documents(docs, tokenizer, dtype, workers, name or spec.source.source):
+        for tokens in encode_documents(docs, tokenizer, dtype, workers, name or spec.source):
             everything.write(tokens)
             lengths.append(len(tokens))
         everything.close()
         if len(lengths) < 2:
             raise SourceError(
-                f"{spec.source.source}: {len(lengths)} non-empty documents; expected at least 2 "
+                f"{spec.source}: {len(lengths)} non-empty documents; expected at least 2 "
                 "(one for training, one for validation)"
             )
         lengths_arr = np.array(lengths, dtype=np.int64)
         val_share = spec.val_tokens // num_parts + (part < spec.val_tokens % num_parts)
-        is_val = choose_validation(lengths_arr, max(val_share, 1), spec.seed + part)
+        is_val = choose_validation(lengths_arr, max(val_share, 1), seed + part)
         stream = ShardedTokens([tmp / s["file"] for s in everything.shards], dtype)
-        meta = _write_splits(tmp, stream, lengths_arr, is_val, dtype, spec.shard_tokens)
+        meta = _write_splits(tmp, stream, lengths_arr, is_val, dtype, shard_tokens)
         for shard in everything.shards:
             (tmp / shard["file"]).unlink()
         meta.update(
             format=FORMAT_VERSION,
-            source=spec.source.source,
-            fingerprint=fingerprint(spec, tokenizer),
+            source=spec.source,
+            fingerprint=fingerprint(spec, tokenizer, seed, shard_tokens),
             tokenizer_hash=tokenizer_hash(tokenizer),
             vocab_size=vocab,
             eod_id=eod_id(tokenizer),
             dtype=dtype,
-            spec={**asdict(spec.source), "max_docs": spec.max_docs, "val_tokens": spec.val_tokens},
+            spec={
+                **{f.name: getattr(spec, f.name) for f in fields(SourceSpec)},
+                "max_docs": spec.max_docs,
+                "val_tokens": spec.val_tokens,
+            },
             part=[part, num_parts],
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -252,9 +263,17 @@ def _write_splits(
     return meta
 
 
-def finalize(root: Path, spec: DomainSpec, tokenizer: Tokenizer, num_parts: int) -> PreparedDomain:
+def finalize(
+    root: Path,
+    spec: DomainSpec,
+    tokenizer: Tokenizer,
+    num_parts: int,
+    *,
+    seed: int = SEED,
+    shard_tokens: int = SHARD_TOKENS,
+) -> PreparedDomain:
     """Write the index of a dataset prepared in `num_parts` parts; every part must be complete."""
-    path = dataset_path(root, spec, tokenizer)
+    path = dataset_path(root, spec, tokenizer, seed, shard_tokens)
     if is_prepared(path):
         return load_prepared(path)
     parts = [path / f"part-{i:05d}" for i in range(num_parts)]
@@ -289,7 +308,7 @@ def finalize(root: Path, spec: DomainSpec, tokenizer: Tokenizer, num_parts: int)
 # ---- command line: python -m cpt.data.prepare data=<option> [part=K num_parts=N | finalize=true] ---
 @dataclass
 class PrepareConfig:
-    data: Any = MISSING
+    data: DataConfig = MISSING
     part: int = 0
     num_parts: int = 1
     finalize: bool = False
@@ -298,30 +317,27 @@ class PrepareConfig:
 
 
 def run_prepare(cfg: Any) -> dict[str, PreparedDomain]:
-    from cpt.data.datamodule import CPTDataModule
-
     if not 0 <= cfg.part < cfg.num_parts:
         raise SourceError(f"part: {cfg.part} is not in [0, num_parts={cfg.num_parts})")
-    datamodule = CPTDataModule.from_config(cfg.data, cfg.seed)
-    names = list(cfg.only) if cfg.only else datamodule.domain_names
+    data = cfg.data if isinstance(cfg.data, DataConfig) else OmegaConf.to_object(cfg.data)
+    root = Path(data.dir).expanduser()
+    names = list(cfg.only) if cfg.only else list(data.domains)
+    unknown = [name for name in names if name not in data.domains]
+    if unknown:
+        raise SourceError(
+            f"only: {unknown[0]!r} is not a domain; expected one of {list(data.domains)}"
+        )
+    raw = [d for d in data.domains.values() if not is_prepared(d.source)]
+    tokenizer = resolve_tokenizer(data.tokenizer, root, raw)
+    layout = {"seed": cfg.seed, "shard_tokens": data.shard_tokens}
     done = {}
     for name in names:
-        if name not in datamodule.domains:
-            raise SourceError(
-                f"only: {name!r} is not a domain; expected one of {datamodule.domain_names}"
-            )
-        spec, tokenizer = datamodule.domains[name], datamodule.tokenizer
+        spec = data.domains[name]
         if cfg.finalize:
-            done[name] = finalize(datamodule.root, spec, tokenizer, cfg.num_parts)
+            done[name] = finalize(root, spec, tokenizer, cfg.num_parts, **layout)
         else:
             done[name] = prepare_domain(
-                datamodule.root,
-                spec,
-                tokenizer,
-                name,
-                datamodule.prepare_workers,
-                cfg.part,
-                cfg.num_parts,
+                root, spec, tokenizer, name, data.prepare_workers, cfg.part, cfg.num_parts, **layout
             )
         info = done[name].meta["splits"]
         print(
@@ -337,9 +353,7 @@ def main() -> None:
     import hydra
     from hydra.core.config_store import ConfigStore
 
-    from cpt.config import DataConfig
-
-    ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig(data=DataConfig()))
+    ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig)
 
     @hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
     def _main(cfg: Any) -> None:

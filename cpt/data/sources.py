@@ -19,7 +19,7 @@ import io
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cpt.data.corpora import python_code, python_docs, stdlib_files
@@ -34,9 +34,13 @@ class SourceError(ValueError):
     """A data source that cannot be read: unknown name, missing file, corrupt line, no text."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SourceSpec:
-    source: str
+    """Where a domain's documents come from (the first fields of `data.domains.<name>`)."""
+
+    source: (
+        str  # python-docs | python-code | files (path or glob) | hf:<dataset> | a prepared folder
+    )
     text_field: str = "text"
     hf_config: str | None = None
     split: str = "train"
@@ -191,7 +195,8 @@ def check_source(spec: SourceSpec) -> None:
 
 def fingerprint(spec: SourceSpec) -> str:
     """Changes whenever the documents of `spec` may have changed (cheap: no file is read)."""
-    h = hashlib.sha256(json.dumps(spec.__dict__, sort_keys=True).encode())
+    own = {f.name: getattr(spec, f.name) for f in fields(SourceSpec)}  # not a subclass's extras
+    h = hashlib.sha256(json.dumps(own, sort_keys=True).encode())
     if spec.kind == "builtin":
         h.update(sys.version.encode())
         for path in stdlib_files():

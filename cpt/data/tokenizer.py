@@ -7,11 +7,15 @@ the embedded demo uses.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from cpt.data.sources import SourceSpec, documents
+from cpt.data.sources import fingerprint as source_fingerprint
 
 EOD_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|padding|>"]
@@ -90,3 +94,23 @@ def eod_id(tokenizer: Tokenizer) -> int:
 def tokenizer_hash(tokenizer: Tokenizer) -> str:
     """Identity of a tokenizer's behaviour, stored in every prepared dataset's meta.json."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+
+
+def tokenizer_file(spec: str, root: Path, sources: Iterable[SourceSpec]) -> Path | None:
+    """Where the tokenizer `spec` lives: a file, or for `bpe:<n>` the cache of the one trained on
+    `sources` (by their fingerprints and document limits) under `root/tokenizers`; None: a hub id."""
+    size = bpe_vocab_size(spec)
+    if size is None:
+        path = Path(spec).expanduser()
+        return path / "tokenizer.json" if path.is_dir() else (path if path.is_file() else None)
+    key = json.dumps(sorted((source_fingerprint(s), getattr(s, "max_docs", None)) for s in sources))
+    return root / "tokenizers" / f"bpe{size}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def resolve_tokenizer(spec: str, root: Path, sources: list[SourceSpec]) -> Tokenizer:
+    """The tokenizer `spec` names; `bpe:<n>` is trained once on the raw `sources` and cached."""
+    path = tokenizer_file(spec, root, sources)
+    if bpe_vocab_size(spec) is not None and not path.is_file():
+        texts = (t for s in sources for t in documents(s, getattr(s, "max_docs", None)))
+        return train_bpe(texts, bpe_vocab_size(spec), path)
+    return load_tokenizer(str(path) if path else spec)

@@ -1,6 +1,8 @@
-"""What every model family shares: running the blocks, and the loss head.
+"""What every model family shares: the config's dict form, the forward pass, the loss head.
 
-A family defines its blocks (`self.layers`), `hidden_states` and `head_weight`; this class adds
+A family defines its config (an `ArchConfig`), its blocks (`self.layers`), the embedding
+(`hidden_input`), the final norm (`final_norm`), the rotary frequencies and `head_weight`; this
+class runs them in order (`hidden_states`) and adds
 the options that trade compute for memory or speed without changing the result: activation
 checkpointing per block, `torch.compile` per block (with a fallback), and the chunked loss.
 """
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from dataclasses import asdict, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -18,14 +21,34 @@ from torch.utils.checkpoint import checkpoint
 
 from cpt.models.attention import BACKENDS, Documents
 from cpt.models.loss import chunk_tokens, lm_loss
+from cpt.models.rotary import RotaryEmbedding
 
 log = logging.getLogger(__name__)
+
+
+class ArchConfig:
+    """Mixin of the families' frozen config dataclasses: a plain dict form for checkpoints."""
+
+    family: ClassVar[str]
+    label: ClassVar[str]  # the family's name in messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        values = {k: v for k, v in values.items() if k != "family"}
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.label} config keys: {sorted(unknown)}")
+        return cls(**values)
 
 
 class CausalLM(nn.Module):
     """`forward(input_ids)` gives logits; `forward(input_ids, targets=...)` gives the loss."""
 
     layers: nn.ModuleList
+    rotary: RotaryEmbedding
     loss_chunk: int | None = None  # tokens per chunk of the loss; None: plain full logits
     activation_checkpointing: bool = False  # recompute each block's activations in backward
 
@@ -39,13 +62,42 @@ class CausalLM(nn.Module):
     def head_weight(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rotary_inv_freq(self) -> torch.Tensor:
+        """The inverse frequencies of the rotated channels (from the config alone)."""
+        raise NotImplementedError
+
+    def tie_weights(self) -> None:
+        """Make the output head share the input embedding's weight."""
+        raise NotImplementedError
+
+    def tie_and_materialize(self) -> None:
+        """After weights were assigned into a meta-device model: tie again, rebuild the buffers."""
+        if self.config.tie_word_embeddings:
+            self.tie_weights()
+        if self.rotary.inv_freq.is_meta:
+            self.rotary = RotaryEmbedding(self.rotary_inv_freq())
+
     def hidden_states(
         self,
         input_ids: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """Final-normed hidden states; kept apart so a loss can avoid materialising all logits."""
+        _, t = input_ids.shape
+        if t > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {t} exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(t, device=input_ids.device)[None]
+        x = self.hidden_input(input_ids)
+        cos, sin = self.rotary(position_ids, x.dtype)
+        return self.final_norm(self.run_blocks(x, cos, sin, segment_ids))
 
     def set_loss(self, loss: str) -> None:
         """`chunked` (default: no full logits in memory) or `plain` (the reference)."""
@@ -65,6 +117,30 @@ class CausalLM(nn.Module):
         if targets is None:
             return F.linear(hidden, self.head_weight)
         return lm_loss(hidden, self.head_weight, targets, self.loss_chunk)
+
+    @torch.no_grad()
+    def window_losses(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean next-token loss of every window of `seq_len + 1` tokens (eval mode): `[batch]`.
+
+        The keyword names are those of a batch of windows, so `window_losses(**batch)` scores one.
+        """
+        was_training = self.training
+        self.eval()
+        device = self.head_weight.device
+        moved = [
+            None if t is None else t.to(device) for t in (input_ids, position_ids, segment_ids)
+        ]
+        ids, positions, segments = moved
+        try:
+            _, per_token = self(ids[:, :-1], positions, segments, ids[:, 1:])
+        finally:
+            self.train(was_training)
+        return per_token.mean(dim=1)
 
     def run_blocks(
         self,

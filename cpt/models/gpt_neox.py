@@ -7,20 +7,20 @@ checkpoints, so import and export are a renaming of the top-level prefix and not
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cpt.models.attention import Documents, attend
-from cpt.models.base import CausalLM
+from cpt.models.base import ArchConfig, CausalLM
 from cpt.models.recompute import activation_linear
+from cpt.models.rotary import RotaryEmbedding, apply_rotary, rotary_frequencies
 
 
 @dataclass(frozen=True)
-class GPTNeoXConfig:
+class GPTNeoXConfig(ArchConfig):
     """Architecture of a GPT-NeoX model; field names are the Hugging Face `config.json` ones."""
 
     vocab_size: int
@@ -39,6 +39,7 @@ class GPTNeoXConfig:
     initializer_range: float = 0.02
 
     family = "gpt_neox"
+    label = "GPT-NeoX"
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -62,18 +63,6 @@ class GPTNeoXConfig:
     def rotary_ndims(self) -> int:
         return int(self.head_size * self.rotary_pct)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> GPTNeoXConfig:
-        values = {k: v for k, v in values.items() if k != "family"}
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown GPT-NeoX config keys: {sorted(unknown)}")
-        return cls(**values)
-
     def num_parameters(self, embeddings: bool = True) -> int:
         """Parameter count from the shapes alone (no model is built)."""
         d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
@@ -94,39 +83,6 @@ _ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
-
-
-def rotary_frequencies(dim: int, base: float) -> torch.Tensor:
-    """The standard rotary inverse frequencies of `dim` rotated channels."""
-    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-
-
-class RotaryEmbedding(nn.Module):
-    """cos/sin tables for the rotated channels of each head (shared by every model family)."""
-
-    def __init__(self, inv_freq: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        freqs = position_ids[..., None].float() * self.inv_freq.to(position_ids.device)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        # [batch, seq, 1, dim]: broadcasts over the heads of [batch, seq, heads, head_size], the
-        # layout rotary is applied in, so that attention's output comes back in the same layout
-        # and merging the heads is a view, not a copy
-        return emb.cos()[:, :, None].to(dtype), emb.sin()[:, :, None].to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first `cos.shape[-1]` channels of every head; pass the rest through."""
-    n = cos.shape[-1]
-    x_rot, x_pass = x[..., :n], x[..., n:]
-    return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
 
 
 class Attention(nn.Module):
@@ -204,10 +160,8 @@ class GPTNeoX(CausalLM):
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.embed_out = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
-            self.embed_out.weight = self.embed_in.weight
-        self.rotary = RotaryEmbedding(
-            rotary_frequencies(config.rotary_ndims, config.rotary_emb_base)
-        )
+            self.tie_weights()
+        self.rotary = RotaryEmbedding(self.rotary_inv_freq())
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -227,15 +181,11 @@ class GPTNeoX(CausalLM):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def tie_and_materialize(self) -> None:
-        """After weights were assigned into a meta-device model: tie again, rebuild the buffers."""
-        if self.config.tie_word_embeddings:
-            self.embed_out.weight = self.embed_in.weight
-        if self.rotary.inv_freq.is_meta:
-            config = self.config
-            self.rotary = RotaryEmbedding(
-                rotary_frequencies(config.rotary_ndims, config.rotary_emb_base)
-            )
+    def rotary_inv_freq(self) -> torch.Tensor:
+        return rotary_frequencies(self.config.rotary_ndims, self.config.rotary_emb_base)
+
+    def tie_weights(self) -> None:
+        self.embed_out.weight = self.embed_in.weight
 
     @property
     def head_weight(self) -> torch.Tensor:
@@ -244,21 +194,5 @@ class GPTNeoX(CausalLM):
     def hidden_input(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_in(input_ids)
 
-    def hidden_states(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Final-normed hidden states; kept apart so a loss can avoid materialising all logits."""
-        _, t = input_ids.shape
-        if t > self.config.max_position_embeddings:
-            raise ValueError(
-                f"sequence length {t} exceeds max_position_embeddings "
-                f"{self.config.max_position_embeddings}"
-            )
-        if position_ids is None:
-            position_ids = torch.arange(t, device=input_ids.device)[None]
-        x = self.embed_in(input_ids)
-        cos, sin = self.rotary(position_ids, x.dtype)
-        return self.final_layer_norm(self.run_blocks(x, cos, sin, segment_ids))
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_layer_norm(x)

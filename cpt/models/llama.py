@@ -9,7 +9,7 @@ import and export are renamings.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpt.models.attention import attend
-from cpt.models.base import CausalLM
-from cpt.models.gpt_neox import RotaryEmbedding, apply_rotary, rotary_frequencies
+from cpt.models.base import ArchConfig, CausalLM
+from cpt.models.norms import RMSNorm
+from cpt.models.rotary import RotaryEmbedding, apply_rotary, rotary_frequencies
 
 
 @dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(ArchConfig):
     vocab_size: int
     hidden_size: int
     num_hidden_layers: int
@@ -44,6 +45,7 @@ class LlamaConfig:
     model_type: str = "llama"  # llama | qwen2 | mistral: how config.json is written back
 
     family = "llama"
+    label = "Llama"
 
     def __post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -60,17 +62,6 @@ class LlamaConfig:
     @property
     def head_size(self) -> int:
         return self.head_dim or self.hidden_size // self.num_attention_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> LlamaConfig:
-        values = {k: v for k, v in values.items() if k != "family"}
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown Llama config keys: {sorted(unknown)}")
-        return cls(**values)
 
     def num_parameters(self, embeddings: bool = True) -> int:
         d, f, v, hd = self.hidden_size, self.intermediate_size, self.vocab_size, self.head_size
@@ -99,18 +90,6 @@ def rope_frequencies(config: LlamaConfig) -> torch.Tensor:
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
     return torch.where(medium, smoothed, scaled)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -180,8 +159,8 @@ class Llama(CausalLM):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
-        self.rotary = RotaryEmbedding(rope_frequencies(config))
+            self.tie_weights()
+        self.rotary = RotaryEmbedding(self.rotary_inv_freq())
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
 
@@ -196,12 +175,11 @@ class Llama(CausalLM):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 
-    def tie_and_materialize(self) -> None:
-        """After weights were assigned into a meta-device model: tie again, rebuild the buffers."""
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
-        if self.inv_freq.is_meta:
-            self.rotary = RotaryEmbedding(rope_frequencies(self.config))
+    def rotary_inv_freq(self) -> torch.Tensor:
+        return rope_frequencies(self.config)
+
+    def tie_weights(self) -> None:
+        self.lm_head.weight = self.embed_tokens.weight
 
     @property
     def inv_freq(self) -> torch.Tensor:
@@ -214,14 +192,5 @@ class Llama(CausalLM):
     def hidden_input(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
 
-    def hidden_states(self, input_ids, position_ids=None, segment_ids=None) -> torch.Tensor:
-        _, t = input_ids.shape
-        if t > self.config.max_position_embeddings:
-            raise ValueError(
-                f"sequence length {t} exceeds max_position_embeddings {self.config.max_position_embeddings}"
-            )
-        if position_ids is None:
-            position_ids = torch.arange(t, device=input_ids.device)[None]
-        x = self.embed_tokens(input_ids)
-        cos, sin = self.rotary(position_ids, x.dtype)
-        return self.norm(self.run_blocks(x, cos, sin, segment_ids))
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)

@@ -1,11 +1,12 @@
 """Select a high-quality sub-corpus by a reference model's loss (Guo et al. 2024, mitigation 2).
 
-Every training window of a domain (or a seeded pool of them) is scored with the mean next-token
-loss of a reference model; the `keep` fraction with the lowest loss (`prefer: low`: fluent text
-close to what the reference knows, the perplexity filter of CCNet, Wenzek et al. 2020) or the
-highest is kept. The scores are cached next to the prepared data, keyed by the dataset, the window
-length and the reference, so a sweep scores once. The training mixture then draws only from the
-kept windows (`CPTDataModule.select`); validation is untouched.
+Every training window of a domain (or a seeded pool of them) is scored by a `score` callable, the
+mean next-token loss of a reference model; the `keep` fraction with the lowest loss (`prefer: low`:
+fluent text close to what the reference knows, the perplexity filter of CCNet, Wenzek et al. 2020)
+or the highest is kept. The scores are cached next to the prepared data, keyed by the dataset, the
+window length and the reference, so a sweep scores once. The training mixture then draws only from
+the kept windows; validation is untouched. This module knows nothing of models: the entry point
+hands it the scorer.
 """
 
 from __future__ import annotations
@@ -13,27 +14,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from cpt.data.mixture import cap_windows
 from cpt.data.windows import TokenWindows
 
+# a collated batch of windows (input_ids, and position_ids/segment_ids when document-aware) ->
+# the mean next-token loss of every window, shape [batch]
+Score = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
-@dataclass(frozen=True)
+
+@dataclass
 class QualityRule:
-    reference: str  # init (the run's starting model) | ckpt:<path> | hf:<id or folder>
-    keep: float = 0.5  # fraction of the scored windows kept
+    """`data.domains.<name>.quality`: off while `keep` is None."""
+
+    keep: float | None = None  # fraction of the scored windows kept (None: no selection)
+    reference: str = "init"  # init (the run's starting model) | ckpt:<path> | hf:<id or folder>
     prefer: str = "low"  # low | high reference loss
-    pool_tokens: int | None = None  # score a seeded subset of this many tokens (None: every window)
+    pool_tokens: int | None = None  # score a seeded subset of this many tokens (None: all)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.keep <= 1.0:
+        if self.keep is not None and not 0.0 < self.keep <= 1.0:
             raise ValueError(f"keep: expected a fraction in (0, 1], got {self.keep}")
         if self.prefer not in ("low", "high"):
             raise ValueError(f"prefer: expected low or high, got {self.prefer!r}")
@@ -42,6 +49,12 @@ class QualityRule:
                 f"reference: {self.reference!r} not understood; expected init, ckpt:<path> or "
                 "hf:<id>"
             )
+        if self.pool_tokens is not None and self.pool_tokens < 1:
+            raise ValueError(f"pool_tokens: expected a positive count, got {self.pool_tokens}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep is not None
 
 
 def reference_key(reference: str, init: str) -> str:
@@ -54,30 +67,20 @@ def reference_key(reference: str, init: str) -> str:
     return spec
 
 
-@torch.no_grad()
-def window_losses(
-    model: nn.Module, windows: TokenWindows, indices: np.ndarray, batch_size: int = 32
+def window_scores(
+    score: Score, windows: TokenWindows, indices: np.ndarray, batch_size: int = 32
 ) -> np.ndarray:
-    """Mean next-token loss of each window in `indices` under `model` (eval mode, no grad)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    """`score` of each window in `indices`, in batches, with a progress bar."""
     losses = np.empty(len(indices), dtype=np.float32)
     for start in tqdm(range(0, len(indices), batch_size), desc="scoring windows", unit="batch"):
-        batch = [windows[int(i)] for i in indices[start : start + batch_size]]
-        ids = torch.stack([item["input_ids"] for item in batch]).to(device)
-        positions = segments = None
-        if "position_ids" in batch[0]:
-            positions = torch.stack([item["position_ids"] for item in batch]).to(device)
-            segments = torch.stack([item["segment_ids"] for item in batch]).to(device)
-        _, per_token = model(ids[:, :-1], positions, segments, ids[:, 1:])
-        losses[start : start + len(batch)] = per_token.mean(dim=1).float().cpu().numpy()
-    model.train(was_training)
+        items = [windows[int(i)] for i in indices[start : start + batch_size]]
+        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        losses[start : start + len(items)] = score(batch).float().cpu().numpy()
     return losses
 
 
 def select_windows(
-    model: nn.Module,
+    score: Score,
     windows: TokenWindows,
     rule: QualityRule,
     *,
@@ -86,7 +89,7 @@ def select_windows(
     cache_dir: Path,
     key: str,
 ) -> np.ndarray:
-    """Sorted indices of the kept windows; scores are cached in `cache_dir`."""
+    """Sorted indices of the kept windows; scores are cached in `cache_dir` under `key`."""
     pool = np.arange(len(windows))
     if rule.pool_tokens is not None:
         pool = cap_windows(len(windows), max(1, rule.pool_tokens // windows.seq_len), seed, name)
@@ -99,11 +102,11 @@ def select_windows(
     if cache.is_file():
         losses = np.load(cache)
     else:
-        losses = window_losses(model, windows, pool)
+        losses = window_scores(score, windows, pool)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, losses)
         tmp.replace(cache)  # atomic: another rank or job never reads half a file
     order = np.argsort(losses if rule.prefer == "low" else -losses, kind="stable")
-    kept = max(1, round(rule.keep * len(pool)))
+    kept = max(1, round((rule.keep or 1.0) * len(pool)))
     return np.sort(pool[order[:kept]])

@@ -1,0 +1,170 @@
+"""Build once, before anything is written: every object of a run that needs no data.
+
+`build(cfg)` types and checks the config (each component's own schema), computes the one
+`BatchGeometry`, checks the machine, instantiates the callbacks (each checks itself against the
+geometry: the `Rewarm` callback builds the very schedule the run will use), the strategy and the
+starting model. `cpt.train.run` then trains with these objects; nothing is built twice.
+
+On the command line the `Preflight` Hydra callback runs `build` on the config Hydra composed,
+before Hydra creates the run folder: bad input is one line on stderr, exit status 2, no files.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict, read_write
+
+from cpt.callbacks import Rewarm
+from cpt.checkpoints import InitialModel, datamodule_state, initial_model
+from cpt.config import ConfigError, TrainConfig, validate
+from cpt.data.sources import SourceError
+from cpt.data.tokenizer import TokenizerError
+from cpt.distributed import check_hardware
+from cpt.geometry import BatchGeometry
+from cpt.models.hf import CheckpointError
+from cpt.module import NonFiniteLossError
+
+# What a user can get wrong; reported as one line, exit status 2, no traceback.
+USER_ERRORS = (ConfigError, CheckpointError, SourceError, TokenizerError, NonFiniteLossError)
+
+
+@dataclass
+class Built:
+    """Everything `build` made; the run uses exactly these objects."""
+
+    config: TrainConfig
+    geometry: BatchGeometry
+    callbacks: list[Any]
+    trainer_args: dict[str, Any]  # lightning.Trainer keyword arguments, strategy instantiated
+    initial: InitialModel
+    resume: str | None  # the checkpoint to resume (resume=auto resolved), or None
+    seen: dict[str, dict[str, Any]]  # domain -> the datamodule state of its `seen_by` run
+
+
+def build(cfg: DictConfig) -> Built:
+    """Every check and object that needs no data; a bad input raises one of `USER_ERRORS`."""
+    config = validate(cfg)
+    geometry = _keyed(lambda: config.geometry)
+    _keyed(lambda: check_hardware(config.model, cfg.trainer))
+    for name, domain in config.data.domains.items():
+        _keyed(domain.check_readable, f"data.domains.{name}.")
+    out = Path(config.output_dir)
+    resume = resolve_resume(config.resume, out)
+    if (out / "summary.json").is_file() and resume is None and not config.overwrite:
+        raise ConfigError(
+            f"output_dir: {out} already holds a finished run (summary.json); "
+            "choose another folder, resume=auto, or overwrite=true"
+        )
+    callbacks = build_callbacks(cfg.callbacks, geometry)
+    trainer_args = trainer_arguments(cfg.trainer, geometry)
+    initial = initial_model(config.init, config.model.name)  # a resume then restores all state
+    if config.data.seq_len > initial.config.max_position_embeddings:
+        raise ConfigError(
+            f"data.seq_len: {config.data.seq_len} exceeds the model's "
+            f"max_position_embeddings {initial.config.max_position_embeddings}"
+        )
+    seen = {
+        name: datamodule_state(domain.seen_by)
+        for name, domain in config.data.domains.items()
+        if domain.seen_by is not None
+    }
+    return Built(config, geometry, callbacks, trainer_args, initial, resume, seen)
+
+
+def _keyed(make: Any, prefix: str = "") -> Any:
+    """Run `make()`; a ValueError('key: message') becomes a ConfigError('<prefix>key: message')."""
+    try:
+        return make()
+    except ValueError as err:
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def resolve_resume(resume: str | None, out: Path) -> str | None:
+    """`auto`: the newest checkpoint in `out/checkpoints` (None when there is none yet)."""
+    if resume != "auto":
+        return resume
+    # checkpoints are written atomically (temporary file, then rename): any *.ckpt is complete
+    candidates = [*(out / "checkpoints").glob("*.ckpt"), *out.glob("hpc_ckpt_*.ckpt")]
+    candidates.sort(key=lambda p: p.stat().st_mtime)
+    return str(candidates[-1]) if candidates else None
+
+
+def build_callbacks(group: DictConfig, geometry: BatchGeometry) -> list[Any]:
+    """The callbacks, each checked against the geometry (`check`, the callback protocol)."""
+    try:
+        callbacks = instantiate_all(group)
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
+        raise ConfigError(f"callbacks: {cause}") from None
+    if sum(isinstance(c, Rewarm) for c in callbacks) != 1:
+        raise ConfigError(
+            "callbacks: expected exactly one Rewarm entry (it sets the learning rate)"
+        )
+    for callback in callbacks:
+        if hasattr(callback, "check"):
+            _keyed(lambda c=callback: c.check(geometry))
+    return callbacks
+
+
+def instantiate_all(group: DictConfig) -> list[Any]:
+    """Every entry of a callbacks/logger dict that has a `_target_`, in config order."""
+    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def trainer_arguments(trainer: DictConfig, geometry: BatchGeometry) -> dict[str, Any]:
+    """`lightning.Trainer` keyword arguments: the strategy instantiated, the accumulation from
+    the geometry (so `data.global_batch_size` and the trainer cannot disagree)."""
+    args = dict(trainer)
+    strategy = args.get("strategy")
+    if isinstance(strategy, DictConfig) and "_target_" in strategy:
+        try:
+            args["strategy"] = instantiate(strategy)
+        except Exception as err:
+            cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
+            raise ConfigError(f"trainer.strategy: {cause}") from None
+    args["accumulate_grad_batches"] = geometry.accumulate
+    return args
+
+
+# ---- the command line: build on the config Hydra composed, before it writes anything ----------
+_BUILT: dict[str, Built] = {}
+
+
+def take(output_dir: str) -> Built | None:
+    """What `Preflight` built for the run writing to `output_dir` (once)."""
+    return _BUILT.pop(os.path.abspath(output_dir), None)
+
+
+class Preflight(HydraCallback):
+    """Hydra calls `on_run_start` with the composed config before it creates the run folder."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = os.path.abspath(str(config.hydra.run.dir))
+        with read_write(config.hydra):
+            config.hydra.run.dir = run_dir  # `${now:...}` resolved once: the folder we checked
+        cfg = copy.deepcopy(config)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+            cfg.output_dir = run_dir
+        try:
+            _BUILT[run_dir] = build(cfg)
+        except USER_ERRORS as err:  # Hydra would turn an exception here into a warning
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            sys.exit(2)  # before Hydra writes anything
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line, with the first line of its cause when that adds something."""
+    message = " ".join(str(err).split())
+    cause = err.__cause__
+    if cause is not None and str(cause).split("\n")[0] not in message:
+        message += f" ({str(cause).splitlines()[0]})"
+    return message
