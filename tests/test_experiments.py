@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from cpt.config import validate
+from cpt.preflight import build
 from cpt.train import run
 from tests.conftest import CONF, SMALL_DATA
 
@@ -44,6 +44,23 @@ def test_the_folder_holds_every_paper_and_its_twin():
         assert paper in EXPERIMENTS and f"{paper}_cpu" in EXPERIMENTS
 
 
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n.endswith("_cpu")])
+def test_every_twin_is_its_paper_recipe_at_cpu_scale(name):
+    """A twin restates nothing: it names its paper recipe and the `scale` that shrinks it."""
+    import yaml
+
+    defaults = yaml.safe_load((CONF / "experiment" / f"{name}.yaml").read_text())["defaults"]
+    assert defaults[:2] == [name.removesuffix("_cpu"), {"/scale": "cpu"}]
+    twin = compose_experiment(name, "init=ckpt:x")
+    assert (twin.model.name, twin.trainer.devices, twin.data.global_batch_size) == ("tiny", 1, None)
+
+
+def test_a_grid_holds_only_the_points_its_recipe_names():
+    infinite = compose_experiment("ibrahim2024_infinite", hydra=True).hydra.sweeper.params
+    points = [len(str(values).split(",")) for values in infinite.values()]
+    assert points == [1, 2]  # the replay share inherited from ibrahim2024_replay is fixed
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path):
     cfg = compose_experiment(name, *FAST, f"data.dir={data_dir}", f"output_dir={tmp_path / 'run'}")
@@ -76,7 +93,7 @@ def test_every_grid_point_of_every_recipe_validates(name, tmp_path):
             job.trainer.accelerator = "cpu"
         if "strategy" in job.trainer:
             job.trainer.strategy = "ddp"
-        validate(job)
+        build(job)  # the same checks and objects a run starts with (geometry, schedule, callbacks)
 
 
 def test_gupta2023_carries_the_papers_values():

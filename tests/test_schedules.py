@@ -186,3 +186,41 @@ def test_phase_lengths_in_tokens():
     assert [a(s) for s in range(0, 1001, 10)] == [b(s) for s in range(0, 1001, 10)]
     with pytest.raises(ValueError, match="tokens per optimizer step"):
         build(in_tokens, max_lr=1.0, total_steps=1000)
+
+
+@pytest.mark.parametrize(
+    "name", ["constant", "cosine", "linear", "inverse_sqrt", "infinite", "wsd"]
+)
+@pytest.mark.parametrize("shape", ["cosine", "inverse_sqrt"])
+def test_every_schedule_is_the_same_in_steps_and_in_tokens(name, shape):
+    """Integer lengths (and inverse_sqrt's timescale) convert; the infinite `a` has no unit."""
+    tokens_per_step = 1104 * 2048
+    steps = {"warmup": 10, "cooldown": 590, "anneal": 150, "decay": 200}
+    timescale = 50 if name == "inverse_sqrt" else 10.0
+    in_steps = ScheduleSpec(name, cooldown_shape=shape, timescale=timescale, **steps)
+    in_tokens = ScheduleSpec(
+        name,
+        cooldown_shape=shape,
+        timescale=timescale * tokens_per_step if name == "inverse_sqrt" else timescale,
+        unit="tokens",
+        **{k: v * tokens_per_step for k, v in steps.items()},
+    )
+    a = build(in_steps, max_lr=3e-4, total_steps=1000)
+    b = build(in_tokens, max_lr=3e-4, total_steps=1000, tokens_per_step=tokens_per_step)
+    assert [a(s) for s in range(1001)] == pytest.approx([b(s) for s in range(1001)], rel=1e-12)
+
+
+def test_infinite_inverse_sqrt_cooldown_keeps_its_curve_in_tokens():
+    """Step 100 of 1000, warm-up 10, cool-down 590 (Ibrahim et al.'s timescale 10): 2.284e-4."""
+    tokens_per_step = 1104 * 2048
+    spec = ScheduleSpec(
+        "infinite",
+        warmup=10 * tokens_per_step,
+        cooldown=590 * tokens_per_step,
+        anneal=0,
+        cooldown_shape="inverse_sqrt",
+        timescale=10.0,
+        unit="tokens",
+    )
+    f = build(spec, max_lr=3e-4, total_steps=1000, tokens_per_step=tokens_per_step)
+    assert f(100) == pytest.approx(2.284e-4, abs=1e-7)
