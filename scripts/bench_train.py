@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 LIVE = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # glibc: blocks above 64 KiB are returned when freed
 
 

@@ -136,3 +136,13 @@ def test_config_composes_the_components_own_schemas():
     }
     config_classes = [c for c in _dataclass_fields() if c.startswith("cpt.config.")]
     assert config_classes == ["cpt.config.TrainConfig"]
+
+
+def test_scripts_are_thin_wrappers():
+    """Logic lives in the package (reports in cpt/analysis); benchmarks are the one exception."""
+    scripts = PACKAGE.parent / "scripts"
+    for path in scripts.glob("*.py"):
+        text = path.read_text()
+        assert "sys.path.insert" not in text, path
+        if not path.name.startswith("bench_"):
+            assert len(text.splitlines()) <= 20, path
