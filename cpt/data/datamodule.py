@@ -24,7 +24,7 @@ from cpt.data.mixture import Mixture, MixtureSource, cap_windows
 from cpt.data.prepare import check_compatible, prepare_domain
 from cpt.data.shards import PreparedDomain, is_prepared, load_prepared
 from cpt.data.sources import SourceError
-from cpt.data.tokenizer import resolve_tokenizer, tokenizer_file
+from cpt.data.tokenizer import resolve_tokenizer
 from cpt.data.windows import TokenWindows
 from cpt.geometry import BatchGeometry
 
@@ -103,10 +103,6 @@ class CPTDataModule(L.LightningDataModule):
     # ---- tokenizer --------------------------------------------------------------------------------
     def _raw_domains(self) -> list[DomainSpec]:
         return [d for d in self.domains.values() if not is_prepared(d.source)]
-
-    def tokenizer_path(self) -> Path | None:
-        """Where a locally trained tokenizer lives (None for a hub tokenizer)."""
-        return tokenizer_file(self.config.tokenizer, self.root, self._raw_domains())
 
     @property
     def tokenizer(self) -> Tokenizer:
