@@ -24,6 +24,7 @@ from cpt.models.hf import (
     load_hf_streaming,
     load_weights,
     resolve_folder,
+    split_revision,
 )
 from cpt.models.presets import config_from_name
 from cpt.models.registry import ModelConfig, build_model, config_from_dict
@@ -110,6 +111,27 @@ def initial_model(init: str, preset: str | None) -> InitialModel:
     if preset is not None:
         check_agreement(preset, config_from_name(preset), found.config, found.source)
     return found
+
+
+def architecture(init: str, preset: str | None) -> InitialModel:
+    """The starting model's architecture without its weights or any download (for a plan).
+
+    A named preset is taken as is (the run checks it against the checkpoint); otherwise a `ckpt:`
+    file's recorded architecture, or a local Hugging Face folder's `config.json`.
+    """
+    if preset is not None:
+        return InitialModel(config_from_name(preset), init)
+    if init.startswith("ckpt:"):
+        path = init.removeprefix("ckpt:")
+        return InitialModel(checkpoint_config(read_lightning_checkpoint(path), path), path)
+    folder = Path(split_revision(init.removeprefix("hf:"))[0]).expanduser()
+    if init.startswith("hf:") and (folder / "config.json").is_file():
+        config = config_from_hf(json.loads((folder / "config.json").read_text()), str(folder))
+        return InitialModel(config, str(folder))
+    raise CheckpointError(
+        f"model.name: {init} names a hub model and no preset; a plan downloads nothing: "
+        "name the preset (e.g. model=pythia-410m) or a local folder"
+    )
 
 
 def load_into(model: nn.Module, initial: InitialModel) -> None:

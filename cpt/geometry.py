@@ -8,7 +8,9 @@ resolver, `Throughput` and `summary.json` all read this one object, so they cann
     total tokens    = tokens per step x max_steps
 
 `data.global_batch_size`, when set, fixes the global batch and the accumulation follows from it
-(it must divide exactly); otherwise `trainer.accumulate_grad_batches` is the accumulation.
+(it must divide exactly); otherwise `trainer.accumulate_grad_batches` is the accumulation. The run's
+length is `trainer.max_steps`, or `trainer.max_tokens` as the papers state budgets (then
+`max_steps = round(max_tokens / tokens per step)`; giving both is an error).
 """
 
 from __future__ import annotations
@@ -87,12 +89,35 @@ class BatchGeometry:
                 )
             accumulate = size // per_pass
         try:
-            return cls(micro, devices, nodes, accumulate, data.seq_len, trainer.get("max_steps"))
+            steps = run_steps(
+                trainer.get("max_steps"),
+                trainer.get("max_tokens"),
+                micro * devices * nodes * accumulate * data.seq_len,
+            )
+            return cls(micro, devices, nodes, accumulate, data.seq_len, steps)
         except ValueError as err:
             key, _, message = str(err).partition(": ")
             group = {"micro_batch_size": "data", "seq_len": "data", "accumulate": "trainer"}
             name = {"accumulate": "accumulate_grad_batches"}.get(key, key)
             raise ValueError(f"{group.get(key, 'trainer')}.{name}: {message}") from None
+
+
+def run_steps(max_steps: Any, max_tokens: Any, tokens_per_step: int) -> Any:
+    """The run's optimizer steps from `trainer.max_steps` or `trainer.max_tokens` (one of them)."""
+    if max_tokens is None:
+        return max_steps
+    if max_steps not in (None, -1):
+        raise ValueError(
+            f"max_tokens: {max_tokens} given together with trainer.max_steps={max_steps}; "
+            "give one (trainer.max_steps=null)"
+        )
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, float)):
+        raise ValueError(f"max_tokens: expected a token count, got {max_tokens!r}")
+    if max_tokens < tokens_per_step / 2:
+        raise ValueError(
+            f"max_tokens: {max_tokens:g} tokens are less than one step of {tokens_per_step} tokens"
+        )
+    return max(1, round(max_tokens / tokens_per_step))
 
 
 def count_devices(devices: Any, accelerator: str = "auto") -> int:

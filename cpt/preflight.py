@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict, read_write
 
 from cpt.callbacks import Rewarm
-from cpt.checkpoints import InitialModel, datamodule_state, initial_model
+from cpt.checkpoints import InitialModel, architecture, datamodule_state, initial_model
 from cpt.config import ConfigError, TrainConfig, validate
 from cpt.data.sources import SourceError
 from cpt.data.tokenizer import TokenizerError
@@ -49,23 +49,30 @@ class Built:
     seen: dict[str, dict[str, Any]]  # domain -> the datamodule state of its `seen_by` run
 
 
-def build(cfg: DictConfig) -> Built:
-    """Every check and object that needs no data; a bad input raises one of `USER_ERRORS`."""
+def build(cfg: DictConfig, *, plan: bool = False) -> Built:
+    """Every check and object that needs no data; a bad input raises one of `USER_ERRORS`.
+
+    `plan=True` (for `cpt.plan`) leaves out what concerns this machine and this moment rather than
+    the config (the hardware, the output folder, reading seen-by checkpoints) and takes the
+    starting model's architecture without its weights.
+    """
     config = validate(cfg)
     geometry = _keyed(lambda: config.geometry)
-    _keyed(lambda: check_hardware(config.model, cfg.trainer))
+    if not plan:
+        _keyed(lambda: check_hardware(config.model, cfg.trainer))
     for name, domain in config.data.domains.items():
         _keyed(domain.check_readable, f"data.domains.{name}.")
     out = Path(config.output_dir)
-    resume = resolve_resume(config.resume, out)
-    if (out / "summary.json").is_file() and resume is None and not config.overwrite:
+    resume = None if plan else resolve_resume(config.resume, out)
+    if not plan and (out / "summary.json").is_file() and resume is None and not config.overwrite:
         raise ConfigError(
             f"output_dir: {out} already holds a finished run (summary.json); "
             "choose another folder, resume=auto, or overwrite=true"
         )
     callbacks = build_callbacks(cfg.callbacks, geometry)
     trainer_args = trainer_arguments(cfg.trainer, geometry)
-    initial = initial_model(config.init, config.model.name)  # a resume then restores all state
+    # a resume then restores all state; a plan needs the architecture only
+    initial = (architecture if plan else initial_model)(config.init, config.model.name)
     if config.data.seq_len > initial.config.max_position_embeddings:
         raise ConfigError(
             f"data.seq_len: {config.data.seq_len} exceeds the model's "
@@ -74,7 +81,7 @@ def build(cfg: DictConfig) -> Built:
     seen = {
         name: datamodule_state(domain.seen_by)
         for name, domain in config.data.domains.items()
-        if domain.seen_by is not None
+        if domain.seen_by is not None and not plan
     }
     return Built(config, geometry, callbacks, trainer_args, initial, resume, seen)
 
@@ -120,8 +127,9 @@ def instantiate_all(group: DictConfig) -> list[Any]:
 
 
 def trainer_arguments(trainer: DictConfig, geometry: BatchGeometry) -> dict[str, Any]:
-    """`lightning.Trainer` keyword arguments: the strategy instantiated, the accumulation from
-    the geometry (so `data.global_batch_size` and the trainer cannot disagree)."""
+    """`lightning.Trainer` keyword arguments: the strategy instantiated, the accumulation and the
+    steps from the geometry (so `data.global_batch_size` or `trainer.max_tokens` and the trainer
+    cannot disagree)."""
     args = dict(trainer)
     strategy = args.get("strategy")
     if isinstance(strategy, DictConfig) and "_target_" in strategy:
@@ -131,6 +139,8 @@ def trainer_arguments(trainer: DictConfig, geometry: BatchGeometry) -> dict[str,
             cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
             raise ConfigError(f"trainer.strategy: {cause}") from None
     args["accumulate_grad_batches"] = geometry.accumulate
+    args["max_steps"] = geometry.max_steps  # also when the config gave trainer.max_tokens
+    args.pop("max_tokens", None)
     return args
 
 

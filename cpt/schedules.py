@@ -192,6 +192,51 @@ class ScheduleSpec:
             resolve_steps(getattr(self, key), 1 << 62, key)  # sign and fraction range only
 
 
+def in_steps(spec: ScheduleSpec, total_steps: int, tokens_per_step: int | None = None) -> dict:
+    """The spec in steps: `{warmup, cooldown, anneal, decay}` lengths (0 where the schedule has no
+    such phase) checked against the run, and the timescale (a step count for inverse_sqrt).
+    Raises ValueError('key: message')."""
+    if spec.unit == "tokens":
+        if not tokens_per_step:
+            raise ValueError("unit: tokens needs the number of tokens per optimizer step")
+        spec = _in_steps(spec, tokens_per_step)
+    used = {"infinite": ("cooldown", "anneal"), "wsd": ("decay",)}.get(spec.name, ())
+    lengths = {
+        key: resolve_steps(getattr(spec, key), total_steps, key) if key in used else 0
+        for key in ("cooldown", "anneal", "decay")
+    }
+    lengths = {"warmup": resolve_steps(spec.warmup, total_steps, "warmup"), **lengths}
+    w, cd, an, d = lengths.values()
+    if spec.name == "infinite" and w + cd + an > total_steps:
+        raise ValueError(
+            f"cooldown: warmup + cooldown + anneal = {w + cd + an} steps exceed the run ({total_steps})"
+        )
+    if spec.name == "wsd" and w + d > total_steps:
+        raise ValueError(f"decay: warmup + decay = {w + d} steps exceed the run ({total_steps})")
+    return {**lengths, "timescale": spec.timescale}
+
+
+def phases(
+    spec: ScheduleSpec, total_steps: int, tokens_per_step: int | None = None
+) -> list[tuple[str, int, int]]:
+    """The schedule's phases as `(name, first step, end step)` (end exclusive), in order; a phase
+    of zero steps is kept, so that a plan can say it rounded away."""
+    n = in_steps(spec, total_steps, tokens_per_step)
+    w, t = n["warmup"], total_steps
+    if spec.name == "infinite":
+        cd_end, an_start = w + n["cooldown"], t - n["anneal"]
+        return [
+            ("warmup", 0, w),
+            ("cooldown", w, cd_end),
+            ("constant", cd_end, an_start),
+            ("anneal", an_start, t),
+        ]
+    if spec.name == "wsd":
+        return [("warmup", 0, w), ("stable", w, t - n["decay"]), ("decay", t - n["decay"], t)]
+    after = {"constant": "constant", "inverse_sqrt": "inverse_sqrt"}.get(spec.name, "decay")
+    return [("warmup", 0, w), (after, w, t)]
+
+
 def build(
     spec: ScheduleSpec, *, max_lr: float, total_steps: int, tokens_per_step: int | None = None
 ) -> Schedule:
@@ -201,49 +246,35 @@ def build(
     (CPT budgets are stated in tokens), turned into steps with `tokens_per_step`; fractions stay
     fractions. The infinite schedule's timescale `a` scales a progress in [0, 1]: it has no unit.
     """
-    if spec.unit == "tokens":
-        if not tokens_per_step:
-            raise ValueError("unit: tokens needs the number of tokens per optimizer step")
-        spec = _in_steps(spec, tokens_per_step)
-    w = resolve_steps(spec.warmup, total_steps, "warmup")
+    n = in_steps(spec, total_steps, tokens_per_step)
+    w, timescale = n["warmup"], n["timescale"]
     min_lr = spec.min_lr_ratio * max_lr
     if spec.name == "constant":
         return lambda s: constant(s, max_lr=max_lr, warmup_steps=w)
     if spec.name in ("cosine", "linear"):
         return lambda s: warmup_decay(s, max_lr, total_steps, w, spec.min_lr_ratio, spec.name)
     if spec.name == "inverse_sqrt":
-        return lambda s: inverse_sqrt(s, max_lr=max_lr, warmup_steps=w, timescale=spec.timescale)
+        return lambda s: inverse_sqrt(s, max_lr=max_lr, warmup_steps=w, timescale=timescale)
     if spec.name == "infinite":
-        cd = resolve_steps(spec.cooldown, total_steps, "cooldown")
-        an = resolve_steps(spec.anneal, total_steps, "anneal")
-        if w + cd + an > total_steps:
-            raise ValueError(
-                f"cooldown: warmup + cooldown + anneal = {w + cd + an} steps exceed the run ({total_steps})"
-            )
         return lambda s: infinite(
             s,
             max_lr=max_lr,
             total_steps=total_steps,
             warmup_steps=w,
-            cooldown_steps=cd,
-            anneal_steps=an,
+            cooldown_steps=n["cooldown"],
+            anneal_steps=n["anneal"],
             constant_lr=spec.constant_lr_ratio * max_lr,
             min_lr=min_lr,
             cooldown_shape=spec.cooldown_shape,
-            timescale=spec.timescale,
+            timescale=timescale,
         )
     if spec.name == "wsd":
-        d = resolve_steps(spec.decay, total_steps, "decay")
-        if w + d > total_steps:
-            raise ValueError(
-                f"decay: warmup + decay = {w + d} steps exceed the run ({total_steps})"
-            )
         return lambda s: wsd(
             s,
             max_lr=max_lr,
             total_steps=total_steps,
             warmup_steps=w,
-            decay_steps=d,
+            decay_steps=n["decay"],
             min_lr_ratio=spec.min_lr_ratio,
             decay_shape=spec.decay_shape,
         )

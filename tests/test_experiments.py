@@ -132,7 +132,8 @@ def test_ibrahim2024_carries_the_papers_values():
         "upstream": 0.5,
         "downstream": 0.5,
     }
-    assert union.trainer.max_steps == 2 * cfg.trainer.max_steps  # the combined budget
+    assert union.trainer.max_tokens == 2 * cfg.trainer.max_tokens == 6e11  # the combined budget
+    assert cfg.trainer.max_steps is None  # the papers state budgets in tokens
     infinite = compose_experiment("ibrahim2024_infinite", hydra=True)
     s = infinite.schedule
     assert (s.name, s.warmup, s.cooldown, s.anneal, s.timescale) == (
@@ -159,7 +160,8 @@ def test_guo2024_carries_the_papers_setting_and_mitigations():
     assert cfg.hydra.sweeper.params["mitigation"] == "none,subcorpus,quality,mixture"
     assert cfg.callbacks.stability_gap.dense[0] == [200, 2]  # dense monitoring at the start
     sub = compose_experiment("guo2024_stability_gap", "mitigation=subcorpus")
-    run_tokens = sub.trainer.max_steps * sub.data.global_batch_size * sub.data.seq_len
+    steps = round(sub.trainer.max_tokens / (sub.data.global_batch_size * sub.data.seq_len))
+    run_tokens = steps * sub.data.global_batch_size * sub.data.seq_len
     assert sub.data.domains.downstream.max_tokens == run_tokens // 4  # four epochs of a quarter
     quality = compose_experiment("guo2024_stability_gap", "mitigation=quality")
     assert quality.data.domains.downstream.quality.keep == 0.5

@@ -42,7 +42,7 @@ def test_the_paper_budget_in_tokens_validates_and_builds_the_schedule_that_runs(
     built = build(cfg)
     g = built.geometry
     assert (g.global_batch, g.accumulate, g.tokens_per_step) == (1104, 23, 1104 * 2048)
-    assert g.max_steps == 44227 and g.total_tokens == 44227 * 1104 * 2048
+    assert g.max_steps == round(100e9 / (1104 * 2048)) == 44228  # the recipe's 100B tokens
     warmup, cooldown = round(1e9 / g.tokens_per_step), round(59e9 / g.tokens_per_step)
     assert (warmup, cooldown) == (442, 26095)
     lr, max_lr = _rewarm(built).lr_at, cfg.optim.max_lr
@@ -207,3 +207,31 @@ def test_geometry_numbers():
     assert g.global_batch == 6 * 8 * 2 * 23 and g.world_size == 16
     assert g.tokens_per_step == g.global_batch * 2048
     assert math.isclose(g.to_dict()["total_tokens"], g.tokens_per_step * 10)
+
+
+def test_a_budget_in_tokens_sets_the_steps(tmp_path):
+    cfg = compose_train(
+        [
+            "trainer.max_steps=null",
+            "trainer.max_tokens=1000000",
+            "data.micro_batch_size=4",
+            "trainer.accumulate_grad_batches=2",
+            f"output_dir={tmp_path}",
+        ]
+    )
+    built = build(cfg)
+    assert built.geometry.max_steps == round(1e6 / (4 * 2 * 128)) == 977
+    assert built.trainer_args["max_steps"] == 977 and "max_tokens" not in built.trainer_args
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_tokens=1000000"], "trainer.max_tokens: 1000000 given together with"),
+        (["trainer.max_steps=null", "trainer.max_tokens=100"], "trainer.max_tokens: 100 tokens"),
+        (["trainer.max_steps=null"], "trainer.max_steps: expected a positive step count"),
+    ],
+)
+def test_a_run_length_is_given_once(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        build(compose_train([*overrides, f"output_dir={tmp_path}"]))

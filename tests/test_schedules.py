@@ -224,3 +224,49 @@ def test_infinite_inverse_sqrt_cooldown_keeps_its_curve_in_tokens():
     )
     f = build(spec, max_lr=3e-4, total_steps=1000, tokens_per_step=tokens_per_step)
     assert f(100) == pytest.approx(2.284e-4, abs=1e-7)
+
+
+def _papers(step: int, name: str, shape: str, max_lr: float, total: int) -> float:
+    """The formulas of shared/PAPERS.md, written out here independently of cpt.schedules."""
+    warmup, cooldown, anneal, c, min_lr, a = 10, 590, 150, 0.55 * max_lr, 0.1 * max_lr, 10.0
+    if step < warmup:
+        return max_lr * step / warmup
+    if name == "cosine":  # Gupta et al.: decays *to* min over the run after the warm-up
+        t, span = step - warmup, total - warmup
+        return min_lr + (max_lr - min_lr) / 2 * (1 + math.cos(math.pi * t / span))
+    t = step - warmup  # Ibrahim et al.'s infinite schedule
+    if t < cooldown:
+        if shape == "cosine":
+            return c + (max_lr - c) / 2 * (1 + math.cos(math.pi * t / cooldown))
+
+        def g(x: float) -> float:
+            return 1 / math.sqrt(1 + a * x) - 1
+
+        return max_lr + (c - max_lr) * g(t / cooldown) / g(1)
+    if step < total - anneal:
+        return c
+    k = math.log(c / min_lr) / anneal
+    return c * math.exp(-k * (step - (total - anneal)))
+
+
+@pytest.mark.parametrize("unit", ["steps", "tokens"])
+@pytest.mark.parametrize(
+    ("name", "shape"), [("cosine", "cosine"), ("infinite", "cosine"), ("infinite", "inverse_sqrt")]
+)
+def test_schedules_equal_the_papers_formulas_in_both_units(name, shape, unit):
+    tokens_per_step = 1104 * 2048
+    scale = tokens_per_step if unit == "tokens" else 1
+    spec = ScheduleSpec(
+        name,
+        warmup=10 * scale,
+        cooldown=590 * scale,
+        anneal=150 * scale,
+        cooldown_shape=shape,
+        timescale=10.0,
+        constant_lr_ratio=0.55,
+        min_lr_ratio=0.1,
+        unit=unit,
+    )
+    f = build(spec, max_lr=3e-4, total_steps=1000, tokens_per_step=tokens_per_step)
+    expected = [_papers(s, name, shape, 3e-4, 1000) for s in range(1001)]
+    assert [f(s) for s in range(1001)] == pytest.approx(expected, rel=1e-9, abs=1e-15)

@@ -70,14 +70,21 @@ class Replay(L.Callback):
         weights[self._index] = f
         return weights
 
+    def bind(self, names: list[str], weights: np.ndarray, total_steps: int) -> None:
+        """Fix the mixture's sources (`names`, base `weights`) and the run's length: then
+        `weights_at(step)` is the mixture of every step (the entry point's plan uses it too)."""
+        if self.source not in names:
+            raise ValueError(f"source: {self.source!r} is not a mixture source; got {names}")
+        self.total_steps = total_steps
+        self._base = np.asarray(weights, dtype=np.float64).copy()
+        self._index = names.index(self.source)
+        self.weights_at(0)  # fail now, not at the first batch
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
         mixture = datamodule.include_source(self.source)
         pl_module.set_sources(mixture.names)
-        self.total_steps = trainer.max_steps
-        self._base = mixture.weights.copy()
-        self._index = mixture.names.index(self.source)
-        self.weights_at(0)  # fail now, not at the first batch
+        self.bind(mixture.names, mixture.weights, trainer.max_steps)
         mixture.set_weight_schedule(self.weights_at)
 
     def on_train_batch_end(

@@ -67,6 +67,18 @@ class Rewarm(L.Callback):
         )
         self.geometry = geometry
 
+    def phases(self) -> list[tuple[str, int, int]]:
+        """`(name, first step, end step)` of the run: the LR-0 warm steps, then the schedule's."""
+        assert self.geometry is not None, "build() first"
+        total = self.geometry.max_steps - self.warm_steps
+        shifted = [
+            (name, start + self.warm_steps, end + self.warm_steps)
+            for name, start, end in schedules.phases(
+                self.spec, total, self.geometry.tokens_per_step
+            )
+        ]
+        return [("warm", 0, self.warm_steps)] * (self.warm_steps > 0) + shifted
+
     def check(self, geometry: BatchGeometry) -> None:
         """The callback protocol's pre-run check: the schedule must fit the run."""
         try:
