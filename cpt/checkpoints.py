@@ -36,6 +36,7 @@ class InitialModel:
     source: str
     folder: Path | None = None  # a Hugging Face folder, streamed shard by shard into the model
     state: dict[str, torch.Tensor] | None = None  # our names (memory-mapped from a .ckpt)
+    data_state: dict[str, Any] | None = None  # a cpt checkpoint's datamodule state (its splits)
 
 
 def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -103,7 +104,12 @@ def initial_model(init: str, preset: str | None) -> InitialModel:
         path = init.removeprefix("ckpt:")
         checkpoint = read_lightning_checkpoint(path)
         state = model_state(checkpoint, path)
-        found = InitialModel(checkpoint_config(checkpoint, path), path, state=state)
+        found = InitialModel(
+            checkpoint_config(checkpoint, path),
+            path,
+            state=state,
+            data_state=checkpoint.get("CPTDataModule"),
+        )
     else:
         raise CheckpointError(
             f"init={init!r} not understood; expected scratch, hf:<id or folder> or ckpt:<file>"

@@ -51,6 +51,8 @@ class OptimConfig:
             raise ValueError(f"max_lr: expected a positive learning rate, got {self.max_lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay: expected a value >= 0, got {self.weight_decay}")
+        if not self.eps > 0:
+            raise ValueError(f"eps: expected a positive value, got {self.eps}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas: expected two values in [0, 1), got {list(self.betas)}")
         if self.on_nonfinite not in ("stop", "skip"):

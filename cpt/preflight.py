@@ -70,6 +70,7 @@ def build(cfg: DictConfig, *, plan: bool = False) -> Built:
             "choose another folder, resume=auto, or overwrite=true"
         )
     callbacks = build_callbacks(cfg.callbacks, geometry)
+    check_trainer_values(cfg.trainer)
     trainer_args = trainer_arguments(cfg.trainer, geometry)
     # a resume then restores all state; a plan needs the architecture only
     initial = (architecture if plan else initial_model)(config.init, config.model.name)
@@ -124,6 +125,55 @@ def build_callbacks(group: DictConfig, geometry: BatchGeometry) -> list[Any]:
 def instantiate_all(group: DictConfig) -> list[Any]:
     """Every entry of a callbacks/logger dict that has a `_target_`, in config order."""
     return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+PRECISIONS = (
+    "64-true",
+    "32-true",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
+
+
+def _count(low: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _fraction(v: Any) -> bool:
+    return isinstance(v, float) and 0.0 < v <= 1.0
+
+
+# the numbers a user types into `trainer.*` (Lightning would refuse some only after files exist)
+TRAINER_VALUES = {
+    "val_check_interval": (
+        lambda v: _count(1)(v) or _fraction(v),
+        "a batch count >= 1 or a fraction in (0, 1]",
+    ),
+    "check_val_every_n_epoch": (lambda v: v is None or _count(1)(v), "a count >= 1 or null"),
+    "limit_val_batches": (
+        lambda v: v is None or _count(0)(v) or _fraction(v),
+        "a batch count or a fraction in (0, 1]",
+    ),
+    "log_every_n_steps": (_count(1), "a step count >= 1"),
+    "num_sanity_val_steps": (_count(-1), "-1 (all) or a count >= 0"),
+    "gradient_clip_val": (
+        lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+        "a value >= 0 or null",
+    ),
+    "precision": (lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}"),
+}
+
+
+def check_trainer_values(trainer: DictConfig) -> None:
+    for key, (valid, expected) in TRAINER_VALUES.items():
+        if key in trainer and not valid(trainer[key]):
+            raise ConfigError(f"trainer.{key}: expected {expected}, got {trainer[key]!r}")
 
 
 def trainer_arguments(trainer: DictConfig, geometry: BatchGeometry) -> dict[str, Any]:

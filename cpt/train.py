@@ -52,6 +52,7 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     datamodule = CPTDataModule(config.data, geometry, config.seed, built.seen)
     if _is_rank_zero():
         datamodule.prepare_data()
+        datamodule.check_held_out(built.initial.data_state)  # before any file is written
     if datamodule.vocab_size > built.initial.config.vocab_size:
         raise TokenizerError(
             f"data.tokenizer: {datamodule.vocab_size} tokens do not fit the model's "
@@ -137,7 +138,7 @@ def select_by_quality(config: Any, datamodule: CPTDataModule, model: Any) -> Non
                     seed=config.seed,
                     name=name,
                     cache_dir=Path(config.data.dir).expanduser() / "quality",
-                    key=reference_key(rule.reference, config.init),
+                    key=reference_key(rule.reference, config.init, config.model.name),
                 )
             log.info("data.domains.%s.quality: training on %d of its windows", name, len(kept))
             return kept

@@ -5,9 +5,16 @@
 #   3. Pythia-410M shape, sequence 2048, bf16: cpt vs transformers (sdpa and flash-attention-2),
 #      tokens/s, MFU (6N + 12 L d T against 989 TFLOP/s) and peak memory
 # Needs a CUDA build of torch and `pip install -e .[dev,hf,gpu]` (flash-attn optional: without
-# it the flash cases are skipped). PYTHON picks the interpreter (default: python3).
+# it the flash cases are skipped and the sdpa paths run). PYTHON picks the interpreter (default:
+# python3). Every step runs, whatever the one before it did; the script fails at the end if any did.
 # Usage: bash scripts/gpu_check.sh [output folder, default outputs/gpu_check]
-set -euo pipefail
+set -uo pipefail
+FAILED=()
+step() {  # step NAME COMMAND...: run it, remember a failure, go on
+    local name=$1; shift
+    echo "== $name"
+    "$@" || { echo "!! $name failed (exit $?)"; FAILED+=("$name"); }
+}
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-outputs/gpu_check}
@@ -17,7 +24,7 @@ exec > >(tee "$OUT/gpu_check.log") 2>&1
 
 echo "== environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$PY" - <<'PY'
+"$PY" - <<'PY' || exit 1
 import torch
 assert torch.cuda.is_available(), "no CUDA device: this script is for a GPU machine"
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())
@@ -33,18 +40,23 @@ else
     OURS=sdpa; HF=sdpa
 fi
 
-echo "== 1. backend parity"
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_performance.py
+step "1. backend parity" timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
+    tests/test_performance.py
 
-echo "== 2. trainer=fsdp, a few steps"
-timeout 180 "$PY" -m cpt.train trainer=fsdp trainer.devices=1 model=tiny-llama \
+step "2. trainer=fsdp, a few steps" timeout 180 "$PY" -m cpt.train trainer=fsdp trainer.devices=1 model=tiny-llama \
     model.attention=$OURS data.document_aware=true data.tokenizer=bpe:2048 \
     data.domains.upstream.max_docs=200 data.domains.downstream.max_docs=200 \
     trainer.max_steps=20 trainer.val_check_interval=10 logger=csv data.dir="$OUT/data" \
     hydra.run.dir="$OUT/fsdp" trainer.enable_progress_bar=false
-"$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); print('fsdp summary:', s['steps'], 'steps', s['final_val_loss'])" "$OUT/fsdp/summary.json"
+step "2b. fsdp summary" "$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); print('fsdp summary:', s['steps'], 'steps', s['final_val_loss'])" "$OUT/fsdp/summary.json"
 
-echo "== 3. Pythia-410M, seq 2048, bf16: cpt ($OURS, compiled) vs transformers ($HF)"
-timeout 330 "$PY" scripts/bench_train.py --device cuda --model pythia-410m --seq 2048 --batch 8 \
+step "3. Pythia-410M, seq 2048, bf16: cpt ($OURS, compiled) vs transformers ($HF)" \
+    timeout 330 "$PY" scripts/bench_train.py --device cuda --model pythia-410m --seq 2048 --batch 8 \
     --precisions bf16 --attention $OURS --compile --hf-attention $HF \
     --repeats 2 --warmup 3 --steps 10
+
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "== failed: ${FAILED[*]}"
+    exit 1
+fi
+echo "== every step passed"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cpt.callbacks import PartialFreeze, Replay
 from cpt.callbacks.stability_gap import eval_steps, gap_metrics
@@ -60,6 +61,52 @@ def test_gap_area_counts_only_the_part_above_the_start():
     assert crossing["recovery_step"] == 4
 
 
+def test_the_gap_is_the_first_excursion_not_a_later_rise():
+    """Guo et al.'s gap: up at step 10, back at step 20; the rise at step 30 is something else."""
+    m = gap_metrics([0, 10, 20, 30], [2.0, 2.5, 1.9, 2.6])
+    assert (m["peak"], m["peak_step"], m["recovery_step"]) == (2.5, 10, 20)
+    assert (m["worst"], m["worst_step"]) == (2.6, 30)
+    assert m["forgetting"] == pytest.approx(0.6)
+    # a triangle up to step 10, then down to the crossing at 10 + 10 x 0.5 / 0.6
+    assert m["gap_area"] == pytest.approx(10 * 0.5 / 2 + (10 * 0.5 / 0.6) * 0.5 / 2)
+
+
+def test_an_accuracy_gap_is_a_drop():
+    m = gap_metrics([0, 5, 10, 15, 20], [0.50, 0.40, 0.45, 0.55, 0.30], higher_is_better=True)
+    assert (m["peak"], m["peak_step"], m["recovery_step"]) == (0.40, 5, 15)
+    assert (m["worst"], m["worst_step"]) == (0.30, 20)
+    assert m["forgetting"] == pytest.approx(-0.2)
+    assert m["gap_area"] == pytest.approx(5 * 0.1 / 2 + 5 * (0.1 + 0.05) / 2 + 2.5 * 0.05 / 2)
+
+
+def test_a_gap_within_the_monitors_noise_says_so():
+    steps, losses = [0, 1, 2], [2.0, 2.01, 1.9]
+    assert gap_metrics(steps, losses, stderrs=[0.02, 0.02, 0.02])["within_noise"] is True
+    assert gap_metrics(steps, losses, stderrs=[0.001, 0.001, 0.001])["within_noise"] is False
+
+
+@given(
+    st.lists(st.floats(0.5, 5.0, allow_nan=False), min_size=2, max_size=30),
+    st.lists(st.floats(0.5, 5.0, allow_nan=False), min_size=0, max_size=10),
+    st.booleans(),
+)
+def test_what_comes_after_the_recovery_changes_nothing_of_the_gap(values, later, accuracy):
+    steps = list(range(0, 5 * len(values), 5))
+    m = gap_metrics(steps, values, higher_is_better=accuracy)
+    sign = -1 if accuracy else 1
+    assert m["gap_area"] >= 0 and sign * (m["peak"] - m["initial"]) >= 0
+    if m["recovery_step"] not in (None, 0):
+        assert m["recovery_step"] > m["peak_step"] > 0
+        cut = steps.index(m["recovery_step"]) + 1
+        longer = values[:cut] + later
+        again = gap_metrics(list(range(0, 5 * len(longer), 5)), longer, higher_is_better=accuracy)
+        gap = ("peak", "peak_step", "recovery_step")
+        assert [again[k] for k in gap] == [m[k] for k in gap]
+        assert again["gap_area"] == pytest.approx(m["gap_area"])
+        between = values[steps.index(m["peak_step"]) : cut - 1]
+        assert all(sign * (v - m["initial"]) > 0 for v in between)  # worse until it recovers
+
+
 def test_dense_then_sparse_schedule():
     steps = eval_steps([[20, 1], [200, 5]], 50, 400)
     assert set(range(21)) <= steps and {25, 30, 195, 200, 250, 400} <= steps
@@ -107,11 +154,24 @@ def test_optimizer_state_fresh_load_warm(tiny_run, upstream_checkpoint):
     assert int(adam(Path(fresh.output_dir) / "checkpoints/last.ckpt")[0]["step"]) == 2
 
     load = tiny_run(
-        *base, "trainer.max_steps=2", "callbacks.rewarm.optimizer_state=load", out="load"
+        *base,
+        "trainer.max_steps=2",
+        "callbacks.rewarm.optimizer_state=load",
+        "optim.weight_decay=0.0",
+        "optim.betas=[0.8,0.9]",
+        "optim.eps=1e-6",
+        out="load",
     )
     run(load)
-    state = adam(Path(load.output_dir) / "checkpoints/last.ckpt")
+    saved = read_lightning_checkpoint(Path(load.output_dir) / "checkpoints/last.ckpt")
+    state = saved["optimizer_states"][0]["state"]
     assert int(state[0]["step"]) == int(upstream[0]["step"]) + 2  # continued the upstream moments
+    groups = saved["optimizer_states"][0]["param_groups"]
+    upstream_groups = read_lightning_checkpoint(upstream_checkpoint)["optimizer_states"][0]
+    assert upstream_groups["param_groups"][0]["weight_decay"] == 0.1  # what `load` must not take
+    assert [(g["weight_decay"], tuple(g["betas"]), g["eps"]) for g in groups] == [
+        (0.0, (0.8, 0.9), 1e-6)
+    ] * 2  # this run's settings
 
     warm = tiny_run(
         *base,
@@ -163,9 +223,17 @@ def test_cpt_run_with_every_callback(tiny_run, upstream_checkpoint):
     assert len(fractions) == 8 and sum(fractions) / 8 == pytest.approx(0.25)
     gap = summary["stability_gap"]
     assert set(gap) == {"upstream", "downstream"}
-    for m in gap.values():
-        assert set(m) == {"initial", "peak", "peak_step", "recovery_step", "gap_area", "final"}
-        assert math.isfinite(m["initial"]) and m["peak"] >= m["initial"]
+    keys = {"initial", "peak", "peak_step", "recovery_step", "gap_area", "final", "forgetting"}
+    for name, m in gap.items():
+        assert keys | {"worst", "worst_step", "stderr", "within_noise"} == set(m)
+        curve = metric(cfg.output_dir, f"stability_gap/{name}/loss")
+        again = gap_metrics([s for s, _ in curve], [v for _, v in curve])  # from the logged curve
+        assert {k: m[k] for k in keys} == pytest.approx({k: again[k] for k in keys}, nan_ok=True)
+        for key in ("peak", "gap_area", "forgetting"):  # and what the callback logged at the end
+            assert metric(cfg.output_dir, f"stability_gap/{name}/{key}")[-1][1] == pytest.approx(
+                m[key]
+            )
+        assert 0 < m["stderr"] < 1
     steps = [s for s, _ in metric(cfg.output_dir, "stability_gap/upstream/loss")]
     assert steps == [0, 1, 2, 3, 4, 7, 8]  # dense then sparse, plus the last step
     assert gap["upstream"]["initial"] == pytest.approx(

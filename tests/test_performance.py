@@ -166,6 +166,10 @@ def test_fsdp_trainer_config_wraps_every_block():
 @pytest.mark.parametrize("backend", ["sdpa", "flash"])
 def test_gpu_backends_match_eager_in_bf16(backend):
     """Flash kernels (flash-attn, PyTorch varlen, FlexAttention) against the fp32 reference."""
+    from cpt.models.attention import flash_available
+
+    if backend == "flash" and flash_available() is not None:
+        pytest.skip(f"flash {flash_available()}")
     q, k, v = (x.cuda() for x in _qkv(seq=256, dim=64))
     segments = torch.tensor([[0] * 100 + [1] * 156, [0] * 256]).cuda()
     for docs in (None, Documents(segments)):

@@ -66,3 +66,26 @@ def test_a_bad_quality_rule_is_one_line(tiny_run):
         ConfigError, match=r"^data.domains.downstream.quality.keep: expected a fraction"
     ):
         run(cfg)
+
+
+def test_the_score_cache_tells_apart_what_changes_the_scores(tmp_path):
+    """Document-aware windows score differently; so does another preset trained from scratch."""
+    from cpt.data.quality import reference_key
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 4096, 2000, dtype=np.uint16)
+    offsets = np.array([0, 500, 1200])
+    rule = QualityRule(keep=0.5)
+    calls = []
+
+    def score(batch):
+        calls.append(1)
+        return batch["input_ids"].float().mean(dim=1)
+
+    for aware in (False, True):
+        windows = TokenWindows(tokens, 16, offsets, aware)
+        select_windows(score, windows, rule, seed=1, name="d", cache_dir=tmp_path, key="k")
+    assert len(list(tmp_path.glob("quality-d-*.npy"))) == 2
+    assert reference_key("init", "scratch", "tiny") != reference_key(
+        "init", "scratch", "tiny-llama"
+    )

@@ -198,3 +198,34 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, data_dir):
         assert two["initial_val_loss"][domain] == pytest.approx(loss, abs=1e-6)
     for domain, loss in one["final_val_loss"].items():  # the same updates from the same batches
         assert two["final_val_loss"][domain] == pytest.approx(loss, abs=1e-4)
+
+
+def test_gpu_check_runs_every_step_whatever_fails(tmp_path):
+    """scripts/gpu_check.sh on a stand-in interpreter whose first check fails and which lacks
+    flash-attn: the later steps still run, and the script fails at the end naming the step."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$*" in *"import flash_attn"*) exit 1;; *pytest*) exit 3;; esac\n'
+        "cat > /dev/null 2>&1 || true\n"
+    )
+    fake.chmod(0o755)
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/usr/bin/env bash\necho 'NVIDIA H200, 143771 MiB, 570'\n")
+    smi.chmod(0o755)
+    result = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", str(tmp_path / "out")],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHON": str(fake), "PATH": f"{smi.parent}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    ran = calls.read_text()
+    assert "-m pytest" in ran and "-m cpt.train trainer=fsdp" in ran and "bench_train.py" in ran
+    assert "model.attention=sdpa" in ran  # without flash-attn the sdpa paths run
+    assert "== failed: 1. backend parity" in result.stdout

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -152,3 +153,83 @@ def test_prepare_command_in_parts(data_dir, tmp_path, capsys):
     assert "downstream:" in capsys.readouterr().out
     with pytest.raises(SourceError, match=r"part: 3 is not in \[0, num_parts=3\)"):
         run_prepare(compose_prepare(*common, "part=3"))
+
+
+class DrawnWindows(L.Callback):
+    """Records the (source, window) of every window a run actually trains on."""
+
+    def __init__(self) -> None:
+        self.pairs: set[tuple[str, int]] = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        names = trainer.datamodule.mixture.names
+        for source, window in zip(batch["source"].tolist(), batch["window"].tolist()):
+            self.pairs.add((names[source], window))
+
+
+def test_seen_by_replays_exactly_what_a_replaying_run_drew(tiny_run):
+    """The upstream run's replay share came from the Replay callback, not from its mixture weights."""
+    from cpt.data.datamodule import CPTDataModule
+    from cpt.preflight import build
+
+    upstream = tiny_run(
+        "data.train=downstream",
+        "callbacks=cpt",
+        "callbacks.replay.fraction=0.25",
+        "trainer.max_steps=6",
+        out="pre",
+    )
+    built, drawn = build(upstream), DrawnWindows()
+    built.callbacks.append(drawn)
+    run(upstream, built)
+    upstream_windows = {w for source, w in drawn.pairs if source == "upstream"}
+    assert len(upstream_windows) == 6  # one window of four per step
+
+    last = Path(upstream.output_dir) / "checkpoints" / "last.ckpt"
+    cpt = tiny_run(
+        "data.mixture={downstream: 0.5, upstream: 0.5}",
+        f"init=ckpt:{last}",
+        f"data.domains.upstream.seen_by={last}",
+        "trainer.max_steps=6",
+        out="cpt",
+    )
+    built, replayed = build(cpt), DrawnWindows()
+    built.callbacks.append(replayed)
+    run(cpt, built)
+    assert {w for source, w in replayed.pairs if source == "upstream"} <= upstream_windows
+    cpt.overwrite = True  # built again only to read the restriction it trained under
+    again = build(cpt)
+    data = CPTDataModule(again.config.data, again.geometry, cpt.seed, again.seen)
+    data.setup()
+    assert set(data.mixture.sources[1].allowed.tolist()) == upstream_windows
+
+
+def test_seen_by_a_run_that_drew_nothing_of_the_source_is_one_line(tiny_run):
+    upstream = tiny_run(
+        "data.train=downstream", "callbacks=cpt", "callbacks.replay.fraction=0", out="pre"
+    )
+    run(upstream)
+    last = Path(upstream.output_dir) / "checkpoints" / "last.ckpt"
+    cpt = tiny_run(
+        "data.mixture={downstream: 0.5, upstream: 0.5}",
+        f"data.domains.upstream.seen_by={last}",
+        out="cpt",
+    )
+    with pytest.raises(SourceError, match="^data.domains.upstream.seen_by: that run drew no"):
+        run(cpt)
+
+
+def test_the_held_out_documents_do_not_depend_on_the_run_seed(tiny_run):
+    upstream = tiny_run("data.train=upstream", "trainer.max_steps=2", out="pre")
+    before = run(upstream)["final_val_loss"]
+    last = Path(upstream.output_dir) / "checkpoints" / "last.ckpt"
+    cpt = tiny_run("seed=1", f"init=ckpt:{last}", "data.train=downstream", out="cpt")
+    after = run(cpt)["initial_val_loss"]  # the same weights on the same held-out documents
+    assert after == pytest.approx(before, rel=1e-6)
+
+    other = tiny_run("data.split_seed=7", f"init=ckpt:{last}", "data.train=downstream", out="x")
+    with pytest.raises(
+        SourceError, match="^data.domains.upstream: its held-out documents are split otherwise"
+    ):
+        run(other)
+    assert not Path(other.output_dir).exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,17 @@ def test_init_and_resume_together_is_an_error(tiny_run, tmp_path):
         ),
         ("callbacks.rewarm.optimizer_state=cold", "callbacks: optimizer_state 'cold' unknown"),
         ("optim.on_nonfinite=ignore", "optim.on_nonfinite: expected stop or skip"),
+        ("optim.betas=[0.9]", "optim.betas: expected two values in [0, 1)"),
+        ("optim.betas=[0.9,1.0]", "optim.betas: expected two values in [0, 1)"),
+        ("optim.eps=0", "optim.eps: expected a positive value"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay: expected a value >= 0"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval: expected a batch count"),
+        ("trainer.val_check_interval=1.5", "trainer.val_check_interval: expected a batch count"),
+        ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps: expected a step count"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val: expected a value >= 0"),
+        ("trainer.precision=bf17-mixed", "trainer.precision: expected one of"),
+        ("trainer.limit_val_batches=-2", "trainer.limit_val_batches: expected a batch count"),
+        ("trainer.num_sanity_val_steps=-5", "trainer.num_sanity_val_steps: expected -1"),
         ("schedule.name=exponential", "schedule.name: unknown schedule 'exponential'"),
         ("data.seq_len=4096", "data.seq_len: 4096 exceeds the model's max_position_embeddings 512"),
     ],
@@ -299,4 +311,42 @@ def test_command_line_bad_inputs_exit_2_in_one_line(tmp_path, data_dir, override
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(line), result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_flash_in_fp32_is_refused_where_flash_could_run(monkeypatch):
+    """The check itself (on a CPU the missing GPU is reported first)."""
+    import cpt.distributed as distributed
+    from cpt.models.options import ModelOptions
+
+    monkeypatch.setattr(distributed, "flash_available", lambda: None)
+    with pytest.raises(
+        ValueError, match=r"^model.attention: flash runs in bf16/fp16 only, but trainer.precision"
+    ):
+        distributed.check_hardware(
+            ModelOptions(attention="flash"), {"precision": "32-true", "accelerator": "cpu"}
+        )
+    distributed.check_hardware(  # and accepts bf16
+        ModelOptions(attention="flash"), {"precision": "bf16-mixed", "accelerator": "cpu"}
+    )
+
+
+def test_only_hydra_full_error_1_shows_tracebacks(tmp_path, data_dir):
+    """HYDRA_FULL_ERROR=0 is not set: bad input is still one line."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cpt.train",
+            f"data.dir={data_dir}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "optim.max_lr=0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()

@@ -4,7 +4,8 @@ Every optimizer step it sets every parameter group's LR to `schedule(step)` (the
 `train/lr`); the schedule is a pure function of the step, so a resumed run needs no scheduler state.
 At the start of CPT (a fresh run, not a resume) the optimizer state is:
 - `fresh`: new Adam moments, what Gupta et al. and Ibrahim et al. did;
-- `load`: the upstream run's optimizer state, when the `init=ckpt:` checkpoint has one;
+- `load`: the upstream run's Adam moments and step counts, when the `init=ckpt:` checkpoint has
+  them (this run's LR, weight decay, betas and eps stay);
 - `warm`: `warm_steps` steps at LR 0 fill Adam's moments without moving the weights, then the
   schedule starts (re-warming from step `warm_steps`).
 """
@@ -118,7 +119,13 @@ class Rewarm(L.Callback):
                 "optimizer_state=load: %s has no optimizer state; starting fresh", self.init
             )
             return
-        trainer.optimizers[0].load_state_dict(states[0])
+        optimizer = trainer.optimizers[0]
+        # the moments and step counts come from upstream; LR, weight decay, betas and eps are
+        # this run's (`load_state_dict` would restore the upstream's settings with them)
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        optimizer.load_state_dict(states[0])
+        for group, own in zip(optimizer.param_groups, settings):
+            group.update(own)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int

@@ -6,12 +6,14 @@ dense-then-sparse schedule: by default every step for the first 20, every 5 up t
 50. At the end it reports per domain:
 
 - `initial`: the loss before continual pre-training;
-- `peak`, `peak_step`: the highest loss after the start and where it happened;
-- `recovery_step`: the first step after the peak at which the loss is back at or below `initial`
-  (None if it never is);
-- `gap_area`: the area between the curve and `initial`, where the curve is above it (loss x steps,
-  trapezoids);
-- `final`: the last measured loss.
+- the gap, Guo et al.'s drop-and-recovery: the *first* excursion above `initial` (`gap_metrics`):
+  `peak`, `peak_step` (its highest point), `recovery_step` (the first step after it began at which
+  the loss is back at or below `initial`; None if it never is), `gap_area` (the area between the
+  curve and `initial` over it, loss x steps, trapezoids);
+- `worst`, `worst_step`: the run's highest point, which a later rise can make other than the peak;
+- `final`, and `forgetting` = final - initial;
+- `stderr` (the standard error of the monitor's mean loss over its held-out windows at the start)
+  and `within_noise` (the gap's height is within two standard errors).
 They are logged to every logger, returned for `summary.json`, and drawn into `stability_gap.png`.
 """
 
@@ -35,35 +37,58 @@ def eval_steps(dense: list[list[int]], every: int, max_steps: int) -> set[int]:
     return {s for s in steps if s <= max_steps}
 
 
-def gap_metrics(steps: list[int], losses: list[float]) -> dict[str, Any]:
-    """The stability-gap numbers of one curve; `steps[0]` must be the start (step 0)."""
-    initial = losses[0]
-    after = list(zip(steps[1:], losses[1:]))
-    if not after:
-        return {
-            "initial": initial,
-            "peak": initial,
-            "peak_step": 0,
-            "recovery_step": 0,
-            "gap_area": 0.0,
-            "final": initial,
-        }
-    peak_step, peak = max(after, key=lambda p: p[1])
-    if peak <= initial:
-        recovery, peak, peak_step = 0, initial, 0  # no gap: the loss never rose
-    else:
-        recovery = next((s for s, v in after if s > peak_step and v <= initial), None)
-    area = 0.0
-    for (s0, v0), (s1, v1) in zip(zip(steps, losses), after):
-        area += _area_above(s0, v0 - initial, s1, v1 - initial)
-    return {
+def gap_metrics(
+    steps: list[int],
+    values: list[float],
+    higher_is_better: bool = False,
+    stderrs: list[float] | None = None,
+) -> dict[str, Any]:
+    """The stability gap of one curve (`steps[0]` is the start): its *first* excursion.
+
+    The excursion begins at the first point worse than the start (a higher loss, or a lower
+    accuracy with `higher_is_better`) and ends at the first later point back at or better than
+    the start (`recovery_step`, None if it never is). `peak`/`peak_step`: its worst point;
+    `gap_area`: the area between the curve and the start over it (value x steps, trapezoids). A
+    later rise is not the gap: the run's worst point is `worst`/`worst_step`, and `forgetting` is
+    final minus initial. With `stderrs` (a standard error per point), `within_noise` says whether
+    the gap's height is within two standard errors of the difference from the start.
+    """
+    sign = -1.0 if higher_is_better else 1.0
+    initial = values[0]
+    worse = [sign * (v - initial) for v in values]  # > 0: worse than the start
+    worst_index = max(range(len(values)), key=lambda i: worse[i])
+    result: dict[str, Any] = {
         "initial": initial,
-        "peak": peak,
-        "peak_step": peak_step,
-        "recovery_step": recovery,
-        "gap_area": area,
-        "final": losses[-1],
+        "peak": initial,
+        "peak_step": 0,
+        "recovery_step": 0,
+        "gap_area": 0.0,
+        "final": values[-1],
+        "forgetting": values[-1] - initial,
+        "worst": values[worst_index],
+        "worst_step": steps[worst_index],
     }
+    start = next((i for i in range(1, len(values)) if worse[i] > 0), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(values)) if worse[i] <= 0), None)
+        inside = range(start, end if end is not None else len(values))
+        top = max(inside, key=lambda i: worse[i])
+        last = end if end is not None else len(values) - 1
+        area = sum(
+            _area_above(steps[i - 1], worse[i - 1], steps[i], worse[i])
+            for i in range(start, last + 1)
+        )
+        result.update(
+            peak=values[top],
+            peak_step=steps[top],
+            recovery_step=steps[end] if end is not None else None,
+            gap_area=area,
+        )
+    if stderrs is not None:
+        height = abs(result["peak"] - initial)
+        noise = (stderrs[0] ** 2 + stderrs[steps.index(result["peak_step"])] ** 2) ** 0.5
+        result.update(stderr=stderrs[0], within_noise=bool(height <= 2 * noise))
+    return result
 
 
 def _area_above(s0: int, y0: float, s1: int, y1: float) -> float:
@@ -121,14 +146,18 @@ class StabilityGap(L.Callback):
         pl_module.eval()
         measured = {}
         for name, batches in self._fixed:
-            losses = [
-                pl_module.sequence_losses(
-                    pl_module.transfer_batch_to_device(b, pl_module.device, 0)
-                ).mean()
-                for b in batches
-            ]
-            loss = float(torch.stack(losses).mean())
-            self.curves.setdefault(name, []).append((step, loss))
+            windows = torch.cat(
+                [
+                    pl_module.sequence_losses(
+                        pl_module.transfer_batch_to_device(b, pl_module.device, 0)
+                    ).double()
+                    for b in batches
+                ]
+            )
+            loss = float(windows.mean())
+            # the monitor's noise: the standard error of its mean over the held-out windows
+            stderr = float(windows.std() / len(windows) ** 0.5) if len(windows) > 1 else 0.0
+            self.curves.setdefault(name, []).append((step, loss, stderr))
             measured[f"stability_gap/{name}/loss"] = loss
         for logger in trainer.loggers:  # direct: Lightning forbids self.log in on_train_start
             logger.log_metrics(measured, step=step)
@@ -137,8 +166,8 @@ class StabilityGap(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, curve in self.curves.items():
-            steps, losses = zip(*curve)
-            self.metrics[name] = gap_metrics(list(steps), list(losses))
+            steps, losses, stderrs = zip(*(_point(p) for p in curve))
+            self.metrics[name] = gap_metrics(list(steps), list(losses), stderrs=list(stderrs))
         for logger in trainer.loggers:
             flat = {
                 f"stability_gap/{name}/{key}": (math.nan if value is None else value)
@@ -158,7 +187,12 @@ class StabilityGap(L.Callback):
         return {"curves": {k: [list(p) for p in v] for k, v in self.curves.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.curves = {k: [tuple(p) for p in v] for k, v in state.get("curves", {}).items()}
+        self.curves = {k: [_point(p) for p in v] for k, v in state.get("curves", {}).items()}
+
+
+def _point(p: Any) -> tuple[int, float, float]:
+    """(step, loss, stderr); checkpoints written before the standard error have pairs."""
+    return (int(p[0]), float(p[1]), float(p[2]) if len(p) > 2 else 0.0)
 
 
 def plot_gap(
@@ -171,8 +205,11 @@ def plot_gap(
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, curve in curves.items():
-        steps, losses = zip(*curve)
+        steps, losses, stderrs = (list(x) for x in zip(*(_point(p) for p in curve)))
         line = ax.plot(steps, losses, marker=".", label=name)[0]
+        low = [v - 2 * e for v, e in zip(losses, stderrs)]
+        high = [v + 2 * e for v, e in zip(losses, stderrs)]
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
         m = metrics[name]
         ax.axhline(m["initial"], color=line.get_color(), linestyle=":", linewidth=1)
         if m["peak_step"]:
@@ -187,7 +224,9 @@ def plot_gap(
     ax.set_xlabel("optimizer step (linear to 20, then log)")
     ax.set_ylabel("held-out loss")
     ax.set_title(
-        "stability gap: dotted lines are the losses before continual pre-training", fontsize=9
+        "stability gap: dotted lines are the losses before continual pre-training;\n"
+        "bands: 2 standard errors of the monitor's held-out windows",
+        fontsize=9,
     )
     ax.legend(title="domain")
     ax.grid(alpha=0.3)

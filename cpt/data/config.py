@@ -63,6 +63,7 @@ class DataConfig:
     prepare_workers: int = 2  # tokenization processes
     shard_tokens: int = 268435456  # tokens per shard file (512 MB of uint16)
     document_aware: bool = False  # attention and positions restart at each document
+    split_seed: int = 1234  # picks the held-out documents: a property of the data, not of the run
 
     def __post_init__(self) -> None:
         if not self.domains:

@@ -41,7 +41,7 @@ class MixtureDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         source, window = key
         item = self.windows[source][window]
-        item["source"] = torch.tensor(source)
+        item["source"], item["window"] = torch.tensor(source), torch.tensor(window)
         return item
 
 
@@ -135,7 +135,7 @@ class CPTDataModule(L.LightningDataModule):
                     self.tokenizer,
                     name,
                     workers=self.config.prepare_workers,
-                    seed=self.seed,
+                    seed=self.config.split_seed,  # the held-out documents: never the run's seed
                     shard_tokens=self.config.shard_tokens,
                 )
 
@@ -267,6 +267,9 @@ class CPTDataModule(L.LightningDataModule):
             "seed": self.seed,
             "seq_len": self.seq_len,
             "global_batch": self.mixture.global_batch,
+            # what each source gave up to this step, whatever weights (replay schedule) led there
+            "drawn": [int(n) for n in self.mixture.consumed(step)],
+            "splits": self.splits(),
             "sources": [
                 {
                     "name": s.name,
@@ -283,6 +286,42 @@ class CPTDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._start_step = int(state.get("step", 0))
 
+    def splits(self) -> dict[str, dict[str, Any]]:
+        """Per domain, which documents this run's prepared dataset holds out (for a later run)."""
+        return {
+            name: {
+                "dataset": prepared.name,
+                "source": prepared.meta.get("spec"),
+                "tokenizer": prepared.meta.get("tokenizer_hash"),
+                "split_seed": prepared.meta.get("split_seed"),  # None: prepared before it was kept
+            }
+            for name, prepared in self.prepared.items()
+        }
+
+    def check_held_out(self, upstream: dict[str, Any] | None) -> None:
+        """Stop when a domain's held-out documents were training documents of the run that wrote
+        the starting checkpoint (`upstream`: its datamodule state): the same source and tokenizer
+        split another way. Call after `prepare_data`."""
+        trained = {s["dataset"] for s in (upstream or {}).get("sources", [])}
+        before = [s for s in (upstream or {}).get("splits", {}).values() if s["dataset"] in trained]
+        for name, ours in self.splits().items():
+            for split in before:
+                same_data = (split["source"], split["tokenizer"]) == (
+                    ours["source"],
+                    ours["tokenizer"],
+                )
+                seeds = (split.get("split_seed"), ours["split_seed"])
+                same_split = split["dataset"] == ours["dataset"] or (
+                    None not in seeds and seeds[0] == seeds[1]
+                )
+                if same_data and not same_split:
+                    raise SourceError(
+                        f"data.domains.{name}: its held-out documents are split otherwise than "
+                        f"in the run that wrote the starting checkpoint, which trained on "
+                        f"{split['dataset']}: some of them were its training documents; keep "
+                        "that run's data.split_seed and val_tokens"
+                    )
+
 
 def seen_windows(state: dict[str, Any], dataset: str, seq_len: int) -> np.ndarray:
     """The windows of `dataset` that a run trained on, from its saved datamodule `state`."""
@@ -296,6 +335,14 @@ def seen_windows(state: dict[str, Any], dataset: str, seq_len: int) -> np.ndarra
         )
     if sources[match[0]]["restricted"]:
         raise SourceError("seen_by: that run itself replayed a restricted set; name its source run")
+    if "drawn" not in state:
+        raise SourceError(
+            "seen_by: that checkpoint does not record how many windows each source gave "
+            "(written by an older cpt); continue its run for a step to write one that does"
+        )
+    count = int(state["drawn"][match[0]])
+    if count == 0:
+        raise SourceError(f"seen_by: that run drew no training window of {dataset}")
     rebuilt = []
     for s in sources:
         allowed = None
@@ -305,4 +352,4 @@ def seen_windows(state: dict[str, Any], dataset: str, seq_len: int) -> np.ndarra
             )
         rebuilt.append(MixtureSource(s["name"], s["weight"], s["num_windows"], allowed))
     previous = Mixture(rebuilt, state["global_batch"], state["seed"])
-    return previous.seen_windows(match[0], state["step"])
+    return previous.drawn_windows(match[0], count)

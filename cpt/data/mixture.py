@@ -165,5 +165,8 @@ class Mixture:
 
     def seen_windows(self, source: int, step: int) -> np.ndarray:
         """Window ids of `source` used in the first `step` steps (for replay of seen data)."""
-        drawn = int(self.consumed(step)[source])
-        return np.unique([self.window(source, d) for d in range(drawn)]).astype(np.int64)
+        return self.drawn_windows(source, int(self.consumed(step)[source]))
+
+    def drawn_windows(self, source: int, count: int) -> np.ndarray:
+        """Window ids of the first `count` draws from `source`, whatever weights led to them."""
+        return np.unique([self.window(source, d) for d in range(count)]).astype(np.int64)

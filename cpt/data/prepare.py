@@ -205,6 +205,7 @@ def prepare_domain(
                 "val_tokens": spec.val_tokens,
             },
             part=[part, num_parts],
+            split_seed=seed,
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
@@ -313,7 +314,6 @@ class PrepareConfig:
     num_parts: int = 1
     finalize: bool = False
     only: Any = None  # a list of domain names; default: every domain of the data config
-    seed: int = 1234
 
 
 def run_prepare(cfg: Any) -> dict[str, PreparedDomain]:
@@ -329,7 +329,7 @@ def run_prepare(cfg: Any) -> dict[str, PreparedDomain]:
         )
     raw = [d for d in data.domains.values() if not is_prepared(d.source)]
     tokenizer = resolve_tokenizer(data.tokenizer, root, raw)
-    layout = {"seed": cfg.seed, "shard_tokens": data.shard_tokens}
+    layout = {"seed": data.split_seed, "shard_tokens": data.shard_tokens}
     done = {}
     for name in names:
         spec = data.domains[name]

@@ -57,9 +57,12 @@ class QualityRule:
         return self.keep is not None
 
 
-def reference_key(reference: str, init: str) -> str:
-    """What identifies the reference's weights: a checkpoint's path, size and time, or a hub id."""
+def reference_key(reference: str, init: str, preset: str | None = None) -> str:
+    """What identifies the reference's weights: a checkpoint's path, size and time, a hub id, or
+    for `init=scratch` the preset (its weights then follow from the run's seed, also in the key)."""
     spec = init if reference == "init" else reference
+    if spec == "scratch":
+        return f"scratch:{preset}"
     if spec.startswith("ckpt:"):
         path = Path(spec.removeprefix("ckpt:")).expanduser().resolve()
         stat = path.stat()
@@ -95,7 +98,15 @@ def select_windows(
         pool = cap_windows(len(windows), max(1, rule.pool_tokens // windows.seq_len), seed, name)
     digest = hashlib.sha256(
         json.dumps(
-            [key, seed, windows.seq_len, len(windows), pool.tolist()[:64], len(pool)]
+            [
+                key,
+                seed,
+                windows.seq_len,
+                windows.document_aware,  # positions restart per document: other scores
+                len(windows),
+                pool.tolist()[:64],
+                len(pool),
+            ]
         ).encode()
     ).hexdigest()[:16]
     cache = cache_dir / f"quality-{name}-{digest}.npy"
