@@ -81,7 +81,8 @@ class CPTModule(L.LightningModule):
         self.domains = list(domains)
         self.sources = list(sources or domains)  # the training mixture's sources, by id
         self.tokens_seen = 0
-        self.skipped_steps = 0
+        self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss (on_nonfinite=skip)
+        self._bad_step = False  # a micro-batch of the current optimizer step had one
         self.last_val: dict[str, float] = {}
         self._val_sums = torch.zeros(len(self.domains), 2)
 
@@ -114,10 +115,10 @@ class CPTModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, per_sequence = self.losses(batch)
+        ids = batch["input_ids"]
+        self.tokens_seen += (ids.shape[0] * (ids.shape[1] - 1)) * self.trainer.world_size  # drawn
         if not torch.isfinite(loss):
             return self._non_finite(loss)
-        ids = batch["input_ids"]
-        self.tokens_seen += (ids.shape[0] * (ids.shape[1] - 1)) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log("train/tokens", float(self.tokens_seen))
@@ -126,13 +127,11 @@ class CPTModule(L.LightningModule):
         return loss
 
     def _non_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """Skip the step (counted), or stop before the optimizer step (`SaveOnFailure` saves)."""
+        """Mark the optimizer step to be skipped, or stop before it (`SaveOnFailure` saves)."""
         if self.hparams.optim.get("on_nonfinite", "stop") == "skip":
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", float(self.skipped_steps))
-            # a loss with no path to the weights: no gradient, so the optimizer step changes
-            # nothing, while the step counter (and with it the schedule and the data) moves on
-            return loss.new_zeros((), requires_grad=True)
+            self._bad_step = True  # the whole optimizer step goes, on every rank: optimizer_step
+            # the graph stays (DDP expects every parameter's gradient); they are dropped unused
+            return loss * 0.0
         raise NonFiniteLossError(loss.item(), self.global_step)
 
     def _log_sources(self, per_sequence: torch.Tensor, source: torch.Tensor) -> None:
@@ -192,8 +191,26 @@ class CPTModule(L.LightningModule):
         )
         return self.device.type in ("cpu", "cuda") and not mixed
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure=None):
+        """With `on_nonfinite=skip`: a step any of whose micro-batches, on any rank, had a
+        non-finite loss changes nothing (no update, no moment, no weight decay); the step counter
+        (and with it the schedule and the data) moves on."""
+        if self.hparams.optim.get("on_nonfinite", "stop") != "skip":
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer_closure()  # the last micro-batch's forward and backward
+        flag = torch.tensor(float(self._bad_step), device=self.device)
+        self._bad_step = False
+        if float(self.trainer.strategy.reduce(flag, reduce_op="sum")) > 0:
+            optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            return None
+        return optimizer.step(closure=lambda: None)  # hooks and gradient clipping still run
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["skipped_steps"] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))

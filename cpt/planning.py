@@ -183,6 +183,12 @@ def _problems(spec: ScheduleSpec, plan: dict[str, Any], options: PlanOptions) ->
                 f"schedule.{key}: {getattr(spec, key)} rounds to 0 steps of "
                 f"{plan['tokens_per_step']:,} tokens: no {phase['name']} phase"
             )
+    cooldown = next((p for p in plan["phases"] if p["name"] == "cooldown"), None)
+    if cooldown is not None and cooldown["steps"] == 0 and spec.constant_lr_ratio < 1:
+        found.append(
+            "schedule.cooldown: 0 steps: the LR drops from max_lr to "
+            f"{spec.constant_lr_ratio} x max_lr at once"
+        )
     for name, epochs in plan["epochs"].items():
         if epochs > 1:
             found.append(f"data.domains.{name}: the run draws {epochs:.1f} epochs of it")

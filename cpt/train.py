@@ -101,6 +101,7 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             "mixture": datamodule.mixture_weights(max(trainer.global_step - 1, 0)),
             "steps": trainer.global_step,
             "tokens": module.tokens_seen,
+            "skipped_steps": module.skipped_steps,
             "tokens_per_source": datamodule.tokens_consumed(trainer.global_step),
             "wall_time_s": round(time.time() - started, 2),
             "initial_val_loss": initial_val,

@@ -122,6 +122,7 @@ def test_a_recipe_grid_is_the_runs_hydra_would_start(tmp_path):
             "data.domains.upstream: the run draws 1000.0 epochs",
         ),
         (["model=pythia-1b", "data.micro_batch_size=64", "data.seq_len=2048"], "~"),
+        (["schedule=infinite", "schedule.cooldown=0"], "schedule.cooldown: 0 steps: the LR drops"),
     ],
 )
 def test_problems_visible_before_running(overrides, problem, tmp_path):

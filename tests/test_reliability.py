@@ -69,19 +69,39 @@ def test_non_finite_loss_stops_with_the_last_good_state(tiny_run):
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
-def test_non_finite_loss_skipped_when_asked(tiny_run):
+def test_non_finite_loss_skips_the_whole_step(tiny_run, monkeypatch):
+    """One micro-batch of step 1 (of 2 accumulated) goes NaN: that optimizer step changes
+    nothing at all, the others train, and the count survives a resume."""
+    from cpt.module import CPTModule
+
+    original, calls = CPTModule.losses, []
+
+    def losses(self, batch):
+        loss, per_sequence = original(self, batch)
+        calls.append(self.training)
+        if self.training and sum(calls) == 4:  # step 1, its second micro-batch
+            loss = loss * float("nan")
+        return loss, per_sequence
+
+    monkeypatch.setattr(CPTModule, "losses", losses)
     cfg = tiny_run(
-        "optim.max_lr=1e6",
-        "schedule.warmup=0",
-        "trainer.max_steps=12",
-        "trainer.gradient_clip_val=null",
         "optim.on_nonfinite=skip",
+        "trainer.max_steps=3",
+        "trainer.accumulate_grad_batches=2",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "callbacks.checkpoint.save_last=false",
     )
     summary = run(cfg)
-    assert summary["steps"] == 12
-    with (Path(cfg.output_dir) / "metrics.csv").open() as handle:
-        skipped = [line for line in handle if line]
-    assert "train/skipped_steps" in skipped[0]
+    assert summary["steps"] == 3 and summary["skipped_steps"] == 1
+    folder = Path(cfg.output_dir) / "checkpoints"
+    after = [read_lightning_checkpoint(folder / f"step{n:07d}.ckpt") for n in (1, 2, 3)]
+    weights = [a["state_dict"] for a in after]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # step 1: nothing
+    assert not all(torch.equal(weights[1][k], weights[2][k]) for k in weights[1])  # step 2: trains
+    moments = [a["optimizer_states"][0]["state"][0] for a in after]
+    assert int(moments[0]["step"]) == int(moments[1]["step"]) == 1  # no Adam step either
+    assert torch.equal(moments[0]["exp_avg"], moments[1]["exp_avg"])
+    assert [a["skipped_steps"] for a in after] == [0, 1, 1]  # saved, so a resume keeps it
 
 
 def _steps_logged(out: Path) -> int:

@@ -1,7 +1,8 @@
 """`Throughput`: tokens per second, model FLOPs utilisation and peak memory, in the progress bar.
 
-FLOPs per token = 6 N + 12 L d T (N the parameters that take part in matmuls: all but the input
-embedding, whose lookup costs nothing; L layers, d width, T sequence length): the dense matmuls
+FLOPs per token = 6 N + 12 L d T (N the weights that take part in matmuls: every linear layer's,
+the output head included, no biases, norm gains or input embedding, whose lookup costs nothing; L
+layers, d width, T sequence length): the dense matmuls
 forward and backward plus the attention scores (PaLM's MFU, Chowdhery et al. 2022, appendix B).
 MFU is measured against `peak_tflops` (989 for an H100/H200 in dense bf16); on a CUDA device
 whose name says H100 or H200 that is the default, elsewhere MFU is not logged unless it is given.
@@ -17,6 +18,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from cpt.models.registry import matmul_parameters
+
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
@@ -25,11 +28,10 @@ def flops_per_token(num_parameters: int, layers: int, width: int, seq_len: int) 
 
 
 def model_flops_per_token(config: Any, seq_len: int) -> float:
-    """6 N + 12 L d T for a model config of either family (N includes the output head)."""
-    matmul_parameters = (
-        config.num_parameters(embeddings=False) + config.vocab_size * config.hidden_size
-    )
-    return flops_per_token(matmul_parameters, config.num_hidden_layers, config.hidden_size, seq_len)
+    """6 N + 12 L d T for a model config of either family (N: the weights of every matmul,
+    the output head included)."""
+    n = matmul_parameters(config)
+    return flops_per_token(n, config.num_hidden_layers, config.hidden_size, seq_len)
 
 
 def default_peak_tflops(device: torch.device) -> float | None:

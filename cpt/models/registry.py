@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from cpt.models.gpt_neox import GPTNeoX, GPTNeoXConfig
@@ -23,3 +24,12 @@ def config_from_dict(arch: dict[str, Any]) -> ModelConfig:
 
 def build_model(config: ModelConfig, attention: str = "sdpa") -> nn.Module:
     return FAMILIES[config.family][1](config, attention=attention)
+
+
+def matmul_parameters(config: ModelConfig) -> int:
+    """The weights that take part in a matmul per token: every linear layer's, the output head
+    included (also when tied to the input embedding, whose own use is a lookup); no biases or
+    norm gains. Counted on a model built on the meta device: no memory, no formula to drift."""
+    with torch.device("meta"):
+        model = build_model(config)
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
