@@ -3,9 +3,7 @@ backends, activation checkpointing, torch.compile (and its fallback), the FSDP s
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
@@ -137,18 +135,27 @@ def test_compiled_blocks_match_eager():
         torch.testing.assert_close(compiled_grads[name], grad, atol=1e-5, rtol=1e-4)
 
 
-def test_compile_failure_falls_back_to_eager_with_one_message(tiny_run, caplog):
-    """Inductor cannot build pure-bf16 CPU kernels with this torch; training must go on."""
-    cfg = tiny_run("model.compile=true", "trainer.precision=bf16-true", "trainer.max_steps=3")
+def test_compile_failure_falls_back_to_eager_with_one_message(tiny_run, caplog, monkeypatch):
+    """Inductor fails at the first call on some set-ups (pure-bf16 weights on a CPU with this
+    torch); here every compiled block fails so, and training must go on uncompiled."""
+
+    def compile_that_fails(module, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("InductorError: could not build a kernel")
+
+        module._compiled_call_impl = fail
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_that_fails)
+    cfg = tiny_run("model.compile=true", "trainer.max_steps=3")
     with caplog.at_level(logging.WARNING, logger="cpt.models.base"):
         summary = run(cfg)
     assert summary["steps"] == 3
     assert all(torch.isfinite(torch.tensor(v)) for v in summary["final_val_loss"].values())
     messages = [r.getMessage() for r in caplog.records if r.name == "cpt.models.base"]
-    # either Inductor worked (a later torch) or exactly one clear line said why it was skipped
-    assert len(messages) <= 1
-    assert all(m.startswith("model.compile: torch.compile failed (") for m in messages)
-    assert json.loads((Path(cfg.output_dir) / "summary.json").read_text())["steps"] == 3
+    assert messages == [
+        "model.compile: torch.compile failed (RuntimeError: InductorError: could not build a "
+        "kernel); training continues without it"
+    ]
 
 
 def test_fsdp_trainer_config_wraps_every_block():
@@ -223,9 +230,14 @@ def test_chunked_loss_and_recompute_under_bf16_autocast_follow_autocast():
     "options", [["model=tiny-llama", "model.activation_checkpointing=true"], []]
 )
 def test_bf16_mixed_training_run_on_cpu(tiny_run, options):
-    """Lightning's bf16-mixed on a CPU: autocast matmuls, fp32 weights and optimizer."""
-    cfg = tiny_run("trainer.precision=bf16-mixed", "trainer.max_steps=3", *options)
-    summary = run(cfg)
-    assert summary["steps"] == 3
-    for domain, loss in summary["final_val_loss"].items():
-        assert abs(loss - summary["initial_val_loss"][domain]) < 1.0  # trained, did not diverge
+    """Lightning's bf16-mixed on a CPU (autocast matmuls, fp32 weights and optimizer) trains as
+    fp32 does: the trained domain's loss falls, and ends within 1 % of the fp32 run's."""
+    fp32 = run(tiny_run("trainer.max_steps=6", *options, out="fp32"))
+    bf16 = run(
+        tiny_run("trainer.precision=bf16-mixed", "trainer.max_steps=6", *options, out="bf16")
+    )
+    assert bf16["steps"] == 6
+    trained = "upstream"  # tiny_run trains on the built-in upstream corpus
+    assert bf16["final_val_loss"][trained] < bf16["initial_val_loss"][trained] - 0.05
+    for domain, loss in bf16["final_val_loss"].items():
+        assert loss == pytest.approx(fp32["final_val_loss"][domain], rel=0.01)

@@ -109,6 +109,74 @@ def _steps_logged(out: Path) -> int:
     return metrics.read_text().count("\n") if metrics.is_file() else 0
 
 
+class Crash(Exception):
+    """Stands for the process dying at one point of a checkpoint write."""
+
+
+class _Proxy:
+    """A module seen through one replaced function (for injecting a failure into it)."""
+
+    def __init__(self, module, **replaced) -> None:
+        self._module, self._replaced = module, replaced
+
+    def __getattr__(self, name):
+        return self._replaced.get(name) or getattr(self._module, name)
+
+
+def _failing_io(boundary: str, when: list[int]):
+    """`(torch, os)` stand-ins for cpt.checkpoints that fail the write `when[0]` at `boundary`."""
+    import cpt.checkpoints as checkpoints
+
+    def save(obj, handle):
+        when[0] -= 1
+        if when[0] == 0 and boundary == "before write":
+            raise Crash(boundary)
+        checkpoints_torch.save(obj, handle)
+        if when[0] == 0 and boundary == "mid-write":
+            handle.truncate(handle.tell() // 2)  # half of it on disk, then the end
+            raise Crash(boundary)
+
+    def replace(src, dst):
+        if when[0] == 0 and boundary == "before rename":
+            raise Crash(boundary)
+        os.replace(src, dst)
+        if when[0] == 0 and boundary == "after rename":
+            raise Crash(boundary)
+
+    checkpoints_torch = checkpoints.torch
+    return _Proxy(checkpoints_torch, save=save), _Proxy(os, replace=replace)
+
+
+@pytest.mark.parametrize("boundary", ["before write", "mid-write", "before rename", "after rename"])
+def test_a_failure_at_any_write_boundary_leaves_a_checkpoint_that_resumes_the_same(
+    tiny_run, monkeypatch, boundary
+):
+    import cpt.checkpoints as checkpoints
+
+    every_step = ["trainer.max_steps=5", "callbacks.checkpoint.every_n_train_steps=1"]
+    straight = tiny_run(*every_step, out="straight")
+    run(straight)
+    cfg = tiny_run(*every_step, out="crashed")
+    fake_torch, fake_os = _failing_io(boundary, [5])  # the 5th write: during step 3's saves
+    monkeypatch.setattr(checkpoints, "torch", fake_torch)
+    monkeypatch.setattr(checkpoints, "os", fake_os)
+    with pytest.raises(Crash):
+        run(cfg)
+    monkeypatch.undo()
+    folder = Path(cfg.output_dir) / "checkpoints"
+    saved = sorted(folder.glob("*.ckpt"))
+    assert saved and all(read_lightning_checkpoint(p)["global_step"] >= 1 for p in saved)
+    resumed = tiny_run(*every_step, "resume=auto", out="crashed")
+    assert run(resumed)["steps"] == 5
+
+    def final(out):
+        return read_lightning_checkpoint(Path(out) / "checkpoints" / "last.ckpt")["state_dict"]
+
+    a, b = final(straight.output_dir), final(resumed.output_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same result as without the failure
+
+
+@pytest.mark.slow
 def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path, data_dir):
     rng = random.Random(0)
     for trial in range(3):

@@ -95,6 +95,32 @@ def test_notebooks_run_headless_on_the_table(sweep, notebook, tmp_path):
     assert (sweep / figure[notebook]).stat().st_size > 5_000
 
 
+def test_the_figures_draw_the_collected_numbers(sweep):
+    """What the notebooks plot is the table's data: one point per finished run on the frontier,
+    one line per finished run and domain with that run's curve."""
+    from cpt.analysis import plots
+
+    collect(sweep)
+    runs, curves = plots.load(sweep)
+    finished = runs[runs["status"] == "finished"]
+    frontier = plots.plot_replay_frontier(runs).axes[0]
+    drawn = {tuple(p) for line in frontier.lines for p in line.get_xydata().tolist()}
+    assert drawn == set(
+        zip(finished["final_loss/upstream"].tolist(), finished["final_loss/downstream"].tolist())
+    )
+    rewarming = plots.plot_rewarming(runs, curves)
+    for ax, domain in zip(rewarming.axes, ("upstream", "downstream")):
+        assert len(ax.lines) == len(finished)
+        for line, (_, row) in zip(ax.lines, finished.iterrows()):
+            want = curves[
+                (curves["run"] == row["run"])
+                & (curves["domain"] == domain)
+                & (curves["metric"] == "loss")
+            ]
+            assert line.get_ydata().tolist() == want["value"].tolist()
+            assert line.get_xdata().tolist() == want["tokens"].tolist()
+
+
 def test_committed_notebooks_have_no_outputs():
     import nbformat
 

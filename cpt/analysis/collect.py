@@ -98,6 +98,8 @@ def read_curves(job: Path, run: str) -> list[dict[str, Any]]:
                 if not value or not key.startswith(CURVE_PREFIXES) or key.count("/") != 2:
                     continue
                 kind, domain, metric = key.split("/")
+                if kind == "stability_gap" and metric != "loss":
+                    continue  # the gap's metrics, logged once at the end: in runs.csv instead
                 name = {
                     "val": metric,
                     "stability_gap": f"gap_{metric}",

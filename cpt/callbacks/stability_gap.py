@@ -170,7 +170,7 @@ class StabilityGap(L.Callback):
             self.metrics[name] = gap_metrics(list(steps), list(losses), stderrs=list(stderrs))
         for logger in trainer.loggers:
             flat = {
-                f"stability_gap/{name}/{key}": (math.nan if value is None else value)
+                f"stability_gap/{name}/{key}": (math.nan if value is None else float(value))
                 for name, m in self.metrics.items()
                 for key, value in m.items()
             }
