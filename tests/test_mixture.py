@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cpt.data.mixture import Mixture, MixtureSource, cap_windows, largest_remainder
 
@@ -36,6 +38,34 @@ def test_every_batch_is_full_and_drift_stays_below_one_window(weights, batch):
         assert consumed.sum() == batch * step
         assert np.abs(consumed - target * step).max() < 1.0
     assert all(m.counts(s).min() >= 0 for s in range(100))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    weights=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5).filter(lambda w: sum(w) > 0.01),
+    batch=st.integers(1, 64),
+    schedule=st.booleans(),
+)
+def test_every_prefix_of_the_stream_matches_the_weights(weights, batch, schedule):
+    """Over any weights, batch size and a weight schedule: every step's batch is full and each
+    source's running count stays within one window of the running target."""
+    m = mixture(tuple(weights), sizes=(100,) * len(weights), batch=batch)
+    base = np.array(weights) / sum(weights)
+    if schedule:  # a replay-like schedule: the first source's share moves over the steps
+
+        def weights_at(step: int) -> np.ndarray:
+            w = base.copy()
+            w[0] = base[0] * (1 + np.sin(step / 7)) / 2 + 1e-3
+            return w / w.sum()
+
+        m.set_weight_schedule(weights_at)
+    target = np.zeros(len(weights))
+    for step in range(200):
+        consumed = m.consumed(step)
+        assert consumed.sum() == batch * step
+        assert np.abs(consumed - target).max() < 1.0 + 1e-9
+        assert m.counts(step).min() >= 0
+        target = target + m.weights_at(step) * batch
 
 
 def test_five_percent_replay_with_batch_eight():
