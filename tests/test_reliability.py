@@ -317,3 +317,38 @@ def test_gpu_check_runs_every_step_whatever_fails(tmp_path):
     assert "-m pytest" in ran and "-m cpt.train trainer=fsdp" in ran and "bench_train.py" in ran
     assert "model.attention=sdpa" in ran  # without flash-attn the sdpa paths run
     assert "== failed: 1. backend parity" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, data_dir):
+    """Two DDP processes, a NaN loss on rank 1 alone at step 1: no rank updates at step 1 (the
+    flag is reduced across ranks), the other steps train, the weights stay finite."""
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        cli(
+            out,
+            data_dir,
+            "trainer.max_steps=3",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "+trainer.strategy=ddp",
+            "optim.on_nonfinite=skip",
+            "callbacks.checkpoint.every_n_train_steps=1",
+            "+callbacks.nan._target_=tests.helpers.NaNOnRank",
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
+    after = [
+        read_lightning_checkpoint(out / "checkpoints" / f"step{n:07d}.ckpt")["state_dict"]
+        for n in (1, 2, 3)
+    ]
+    assert all(torch.isfinite(v).all() for state in after for v in state.values())
+    assert all(torch.equal(after[0][k], after[1][k]) for k in after[0])  # step 1: no update
+    assert not all(torch.equal(after[1][k], after[2][k]) for k in after[1])
