@@ -175,10 +175,15 @@ def _problems(spec: ScheduleSpec, plan: dict[str, Any], options: PlanOptions) ->
     """What is wrong or surprising already: phases that round away, sources seen many times,
     a micro batch that cannot fit."""
     found = []
-    keys = {"warmup": "warmup", "cooldown": "cooldown", "anneal": "anneal", "decay": "decay"}
+    # the phases this schedule sets a length for (cosine's own "decay" is the rest of the run)
+    lengths = {"infinite": ("warmup", "cooldown", "anneal"), "wsd": ("warmup", "decay")}
     for phase in plan["phases"]:
-        key = keys.get(phase["name"])
-        if key and phase["steps"] == 0 and getattr(spec, key):
+        key = phase["name"]
+        if (
+            key in lengths.get(spec.name, ("warmup",))
+            and phase["steps"] == 0
+            and getattr(spec, key)
+        ):
             found.append(
                 f"schedule.{key}: {getattr(spec, key)} rounds to 0 steps of "
                 f"{plan['tokens_per_step']:,} tokens: no {phase['name']} phase"
