@@ -98,38 +98,49 @@ def split_options(argv: list[str]) -> tuple[list[str], PlanOptions]:
     return rest, PlanOptions(**values)
 
 
+def _n(x: float) -> str:
+    """A count in a few digits: 2.26M, 300B, 512."""
+    for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= size:
+            return f"{x / size:.4g}{unit}"
+    return f"{x:.4g}"
+
+
+def _hours(h: float) -> str:
+    return f"{h:.1f} h" if h >= 1 else f"{h * 60:.1f} min" if h * 60 >= 1 else f"{h * 3600:.0f} s"
+
+
 def report(run: dict[str, Any], n: int, total: int, options: PlanOptions) -> str:
     """One run's plan as a few aligned lines."""
-    g, b = run["geometry"], 1e9
+    g = run["geometry"]
     accumulation = ", ".join(f"{d}: {a}" for d, a in run["accumulation_by_devices"].items())
     lines = [
         f"== run {n + 1}/{total}: {' '.join(run['overrides']) or '(no overrides)'}",
         f"geometry  {g['global_batch']} x {g['seq_len']} = {run['tokens_per_step']:,} tokens/step, "
-        f"{run['total_steps']:,} steps, {run['total_tokens'] / b:.3f}B tokens; "
+        f"{run['total_steps']:,} steps, {_n(run['total_tokens'])} tokens; "
         f"{g['devices']} device(s) x {g['num_nodes']} node(s), accumulation {g['accumulate']} "
         f"(devices: accumulation {accumulation})",
     ]
     for p in run["phases"]:
         steps = f"{p['first_step']:,}-{p['last_step']:,}" if p["steps"] else "(0 steps)"
         lines.append(
-            f"schedule  {p['name']:<12} steps {steps:<17} tokens {p['first_token'] / b:.3f}B-"
-            f"{p['last_token'] / b:.3f}B  lr {p['lr_first']:.3g} -> {p['lr_last']:.3g}  "
-            + " ".join(f"{k} {v / b:.3f}B" for k, v in p["tokens_per_source"].items())
+            f"schedule  {p['name']:<12} steps {steps:<17} tokens {_n(p['first_token'])}-"
+            f"{_n(p['last_token'])}  lr {p['lr_first']:.3g} -> {p['lr_last']:.3g}  "
+            + " ".join(f"{k} {_n(v)}" for k, v in p["tokens_per_source"].items())
         )
     total_tokens = sum(run["tokens_per_source"].values()) or 1
     lines.append(
         "data      "
         + "  ".join(
-            f"{k} {v / b:.3f}B ({v / total_tokens:.1%})"
-            for k, v in run["tokens_per_source"].items()
+            f"{k} {_n(v)} ({v / total_tokens:.1%})" for k, v in run["tokens_per_source"].items()
         )
     )
     m = run["memory_gib"]
     lines += [
-        f"compute   {run['parameters'] / 1e6:,.1f}M parameters, {run['flops_per_token'] / 1e9:.2f} "
-        f"GFLOP/token, {run['flops_total']:.3g} FLOPs: {run['wall_time_h']:.1f} h on "
-        f"{run['gpus']} x {options.accelerator} ({run['peak_tflops']:g} TFLOP/s) at "
-        f"{run['mfu']:.0%} MFU, {run['gpu_hours']:,.0f} GPU-hours",
+        f"compute   {_n(run['parameters'])} parameters, {_n(run['flops_per_token'])} FLOP/token, "
+        f"{run['flops_total']:.3g} FLOPs: {_hours(run['wall_time_h'])} on {run['gpus']} x "
+        f"{options.accelerator} ({run['peak_tflops']:g} TFLOP/s) at {run['mfu']:.0%} MFU, "
+        f"{run['gpu_hours']:,.1f} GPU-hours",
         f"memory    ~{m['total']:.1f} GiB per GPU (weights {m['weights']:.1f}, gradients "
         f"{m['gradients']:.1f}, optimizer {m['optimizer']:.1f}, activations {m['activations']:.1f})",
         "problems  " + ("; ".join(run["problems"]) or "none seen"),
