@@ -90,6 +90,11 @@ def check_agreement(preset: str, expected: ModelConfig, found: ModelConfig, sour
         )
 
 
+def folder_config(folder: Path) -> ModelConfig:
+    """The architecture a Hugging Face model folder's `config.json` describes."""
+    return config_from_hf(json.loads((folder / "config.json").read_text()), str(folder))
+
+
 def initial_model(init: str, preset: str | None) -> InitialModel:
     """Architecture and starting weights for `init`, checked against `preset` when both exist."""
     if init == "scratch":
@@ -98,8 +103,7 @@ def initial_model(init: str, preset: str | None) -> InitialModel:
         return InitialModel(config_from_name(preset), "scratch")
     if init.startswith("hf:"):
         folder = resolve_folder(init.removeprefix("hf:"))
-        config = config_from_hf(json.loads((folder / "config.json").read_text()), str(folder))
-        found = InitialModel(config, str(folder), folder=folder)
+        found = InitialModel(folder_config(folder), str(folder), folder=folder)
     elif init.startswith("ckpt:"):
         path = init.removeprefix("ckpt:")
         checkpoint = read_lightning_checkpoint(path)
@@ -132,8 +136,7 @@ def architecture(init: str, preset: str | None) -> InitialModel:
         return InitialModel(checkpoint_config(read_lightning_checkpoint(path), path), path)
     folder = Path(split_revision(init.removeprefix("hf:"))[0]).expanduser()
     if init.startswith("hf:") and (folder / "config.json").is_file():
-        config = config_from_hf(json.loads((folder / "config.json").read_text()), str(folder))
-        return InitialModel(config, str(folder))
+        return InitialModel(folder_config(folder), str(folder))
     raise CheckpointError(
         f"model.name: {init} names a hub model and no preset; a plan downloads nothing: "
         "name the preset (e.g. model=pythia-410m) or a local folder"

@@ -15,7 +15,7 @@ length is `trainer.max_steps`, or `trainer.max_tokens` as the papers state budge
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -72,7 +72,7 @@ class BatchGeometry:
         nodes = trainer.get("num_nodes", 1)
         accumulate = trainer.get("accumulate_grad_batches", 1)
         micro = data.micro_batch_size
-        if getattr(data, "global_batch_size", None) is not None:
+        if data.global_batch_size is not None:
             size = data.global_batch_size
             per_pass = micro * devices * nodes
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -89,12 +89,10 @@ class BatchGeometry:
                 )
             accumulate = size // per_pass
         try:
-            steps = run_steps(
-                trainer.get("max_steps"),
-                trainer.get("max_tokens"),
-                micro * devices * nodes * accumulate * data.seq_len,
-            )
-            return cls(micro, devices, nodes, accumulate, data.seq_len, steps)
+            shape = cls(micro, devices, nodes, accumulate, data.seq_len, max_steps=1)
+            max_steps, max_tokens = trainer.get("max_steps"), trainer.get("max_tokens")
+            steps = run_steps(max_steps, max_tokens, shape.tokens_per_step)
+            return replace(shape, max_steps=steps)
         except ValueError as err:
             key, _, message = str(err).partition(": ")
             group = {"micro_batch_size": "data", "seq_len": "data", "accumulate": "trainer"}
@@ -125,11 +123,7 @@ def count_devices(devices: Any, accelerator: str = "auto") -> int:
     or one process on a CPU, as Lightning does)."""
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
-    if (
-        isinstance(devices, (list, tuple))
-        or hasattr(devices, "__len__")
-        and not isinstance(devices, str)
-    ):
+    if hasattr(devices, "__len__") and not isinstance(devices, str):  # a list of device ids
         if len(devices) == 0:
             raise ValueError("trainer.devices: expected at least one device, got an empty list")
         return len(devices)

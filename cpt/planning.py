@@ -55,8 +55,9 @@ def plan_run(cfg: DictConfig, options: PlanOptions, overrides: list[str]) -> dic
     rewarm = next(c for c in built.callbacks if isinstance(c, Rewarm))
     steps, tps = geometry.max_steps, geometry.tokens_per_step
     mixture, replay = _mixture(built)
+    spans = rewarm.phases()
     phases = []
-    for name, start, end in rewarm.phases():
+    for name, start, end in spans:
         phases.append(
             {
                 "name": name,
@@ -70,9 +71,7 @@ def plan_run(cfg: DictConfig, options: PlanOptions, overrides: list[str]) -> dic
                 "tokens_per_source": _tokens(mixture, start, end, geometry.seq_len),
             }
         )
-    boundaries = (
-        {0, steps} | {p["first_step"] for p in phases} | {p["last_token"] // tps for p in phases}
-    )
+    boundaries = {0, steps} | {step for _, start, end in spans for step in (start, end)}
     grid = range(steps + 1) if steps <= FULL_CURVE_STEPS else np.linspace(0, steps, 257).round()
     points = sorted(boundaries | {int(s) for s in grid} | {max(b - 1, 0) for b in boundaries})
     tokens = _tokens(mixture, 0, steps, geometry.seq_len)

@@ -70,7 +70,6 @@ def build(cfg: DictConfig, *, plan: bool = False) -> Built:
             "choose another folder, resume=auto, or overwrite=true"
         )
     callbacks = build_callbacks(cfg.callbacks, geometry)
-    check_trainer_values(cfg.trainer)
     trainer_args = trainer_arguments(cfg.trainer, geometry)
     # a resume then restores all state; a plan needs the architecture only
     initial = (architecture if plan else initial_model)(config.init, config.model.name)
@@ -180,6 +179,7 @@ def trainer_arguments(trainer: DictConfig, geometry: BatchGeometry) -> dict[str,
     """`lightning.Trainer` keyword arguments: the strategy instantiated, the accumulation and the
     steps from the geometry (so `data.global_batch_size` or `trainer.max_tokens` and the trainer
     cannot disagree)."""
+    check_trainer_values(trainer)
     args = dict(trainer)
     strategy = args.get("strategy")
     if isinstance(strategy, DictConfig) and "_target_" in strategy:

@@ -58,16 +58,13 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             f"data.tokenizer: {datamodule.vocab_size} tokens do not fit the model's "
             f"vocab_size {built.initial.config.vocab_size}"
         )
-    options = asdict(config.model)
+    options = {k: v for k, v in asdict(config.model).items() if k != "name"}  # how it runs
     module = CPTModule(
         arch=built.initial.config.to_dict(),
-        attention=options["attention"],
-        loss=options["loss"],
-        activation_checkpointing=options["activation_checkpointing"],
-        compile=options["compile"],
         optim=asdict(config.optim),
         domains=datamodule.domain_names,
         sources=list(datamodule.weights),
+        **options,
     )
     load_into(module.model, built.initial)
     select_by_quality(config, datamodule, module.model)

@@ -31,6 +31,18 @@ def adam_steps(checkpoint: Path) -> int:
     return int(next(iter(state.values()))["step"])
 
 
+def train_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m cpt.train ARGS` as a user runs it, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "cpt.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
 def test_few_steps_write_summary_metrics_and_config(tiny_run):
     cfg = tiny_run()
     summary = run(cfg)
@@ -194,21 +206,12 @@ def test_tokenizer_larger_than_model_vocab(tiny_run):
 
 
 def test_command_line_reports_bad_input_in_one_line(tmp_path, data_dir):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cpt.train",
-            "logger=csv",
-            "debug=fast",
-            f"data.dir={data_dir}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "optim.max_lr=0",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = train_cli(
+        "logger=csv",
+        "debug=fast",
+        f"data.dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "optim.max_lr=0",
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
@@ -293,20 +296,8 @@ def test_global_batch_size_sets_accumulation(tiny_run):
     ],
 )
 def test_command_line_bad_inputs_exit_2_in_one_line(tmp_path, data_dir, overrides, line):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cpt.train",
-            "logger=csv",
-            f"data.dir={data_dir}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            *overrides,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = train_cli(
+        "logger=csv", f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", *overrides
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -333,19 +324,10 @@ def test_flash_in_fp32_is_refused_where_flash_could_run(monkeypatch):
 
 def test_only_hydra_full_error_1_shows_tracebacks(tmp_path, data_dir):
     """HYDRA_FULL_ERROR=0 is not set: bad input is still one line."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cpt.train",
-            f"data.dir={data_dir}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "optim.max_lr=0",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = train_cli(
+        f"data.dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "optim.max_lr=0",
         env={**os.environ, "HYDRA_FULL_ERROR": "0"},
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -166,7 +166,7 @@ class StabilityGap(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, curve in self.curves.items():
-            steps, losses, stderrs = zip(*(_point(p) for p in curve))
+            steps, losses, stderrs = zip(*curve)
             self.metrics[name] = gap_metrics(list(steps), list(losses), stderrs=list(stderrs))
         for logger in trainer.loggers:
             flat = {
@@ -205,7 +205,7 @@ def plot_gap(
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, curve in curves.items():
-        steps, losses, stderrs = (list(x) for x in zip(*(_point(p) for p in curve)))
+        steps, losses, stderrs = zip(*curve)
         line = ax.plot(steps, losses, marker=".", label=name)[0]
         low = [v - 2 * e for v, e in zip(losses, stderrs)]
         high = [v + 2 * e for v, e in zip(losses, stderrs)]

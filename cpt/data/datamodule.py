@@ -101,14 +101,11 @@ class CPTDataModule(L.LightningDataModule):
         self._start_step = 0
 
     # ---- tokenizer --------------------------------------------------------------------------------
-    def _raw_domains(self) -> list[DomainSpec]:
-        return [d for d in self.domains.values() if not is_prepared(d.source)]
-
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
             self._tokenizer = resolve_tokenizer(
-                self.config.tokenizer, self.root, self._raw_domains()
+                self.config.tokenizer, self.root, self.domains.values()
             )
         return self._tokenizer
 

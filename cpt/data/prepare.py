@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from cpt.data.shards import (
     is_prepared,
     load_prepared,
 )
-from cpt.data.sources import SourceError, SourceSpec, check_source, documents
+from cpt.data.sources import SourceError, check_source, documents, source_fields
 from cpt.data.sources import fingerprint as source_fingerprint
 from cpt.data.tokenizer import eod_id, resolve_tokenizer, tokenizer_hash
 
@@ -200,7 +200,7 @@ def prepare_domain(
             eod_id=eod_id(tokenizer),
             dtype=dtype,
             spec={
-                **{f.name: getattr(spec, f.name) for f in fields(SourceSpec)},
+                **source_fields(spec),
                 "max_docs": spec.max_docs,
                 "val_tokens": spec.val_tokens,
             },
@@ -327,8 +327,7 @@ def run_prepare(cfg: Any) -> dict[str, PreparedDomain]:
         raise SourceError(
             f"only: {unknown[0]!r} is not a domain; expected one of {list(data.domains)}"
         )
-    raw = [d for d in data.domains.values() if not is_prepared(d.source)]
-    tokenizer = resolve_tokenizer(data.tokenizer, root, raw)
+    tokenizer = resolve_tokenizer(data.tokenizer, root, data.domains.values())
     layout = {"seed": data.split_seed, "shard_tokens": data.shard_tokens}
     done = {}
     for name in names:

@@ -38,9 +38,7 @@ class SourceError(ValueError):
 class SourceSpec:
     """Where a domain's documents come from (the first fields of `data.domains.<name>`)."""
 
-    source: (
-        str  # python-docs | python-code | files (path or glob) | hf:<dataset> | a prepared folder
-    )
+    source: str  # python-docs | python-code | files or a glob | hf:<dataset> | a prepared folder
     text_field: str = "text"
     hf_config: str | None = None
     split: str = "train"
@@ -193,10 +191,14 @@ def check_source(spec: SourceSpec) -> None:
         resolve_files(spec.source)
 
 
+def source_fields(spec: SourceSpec) -> dict[str, object]:
+    """The source's own fields, without those a subclass (a domain's config) adds."""
+    return {f.name: getattr(spec, f.name) for f in fields(SourceSpec)}
+
+
 def fingerprint(spec: SourceSpec) -> str:
     """Changes whenever the documents of `spec` may have changed (cheap: no file is read)."""
-    own = {f.name: getattr(spec, f.name) for f in fields(SourceSpec)}  # not a subclass's extras
-    h = hashlib.sha256(json.dumps(own, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(source_fields(spec), sort_keys=True).encode())
     if spec.kind == "builtin":
         h.update(sys.version.encode())
         for path in stdlib_files():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from cpt.data.shards import is_prepared
 from cpt.data.sources import SourceSpec, documents
 from cpt.data.sources import fingerprint as source_fingerprint
 
@@ -107,8 +108,10 @@ def tokenizer_file(spec: str, root: Path, sources: Iterable[SourceSpec]) -> Path
     return root / "tokenizers" / f"bpe{size}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
-def resolve_tokenizer(spec: str, root: Path, sources: list[SourceSpec]) -> Tokenizer:
-    """The tokenizer `spec` names; `bpe:<n>` is trained once on the raw `sources` and cached."""
+def resolve_tokenizer(spec: str, root: Path, sources: Iterable[SourceSpec]) -> Tokenizer:
+    """The tokenizer `spec` names; `bpe:<n>` is trained once on the raw `sources` (prepared
+    folders are left out: their tokens exist already) and cached."""
+    sources = [s for s in sources if not is_prepared(s.source)]
     path = tokenizer_file(spec, root, sources)
     if bpe_vocab_size(spec) is not None and not path.is_file():
         texts = (t for s in sources for t in documents(s, getattr(s, "max_docs", None)))
