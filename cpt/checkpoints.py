@@ -1,4 +1,4 @@
-"""Where a run's model comes from: `init=scratch | hf:<id or folder>[@rev] | ckpt:<file>`.
+"""Where a run's model comes from: `init=scratch | hf:<id or folder>[@rev] | ckpt:<file or folder>`.
 
 `init` loads weights only (the start of continual pre-training: fresh optimizer, step 0); `resume`
 restores a whole training state through Lightning and is handled by the trainer.
@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from cpt import sharded
 from cpt.models.hf import (
     CheckpointError,
     config_from_hf,
@@ -39,12 +40,26 @@ class InitialModel:
     data_state: dict[str, Any] | None = None  # a cpt checkpoint's datamodule state (its splits)
 
 
-def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint loaded without unpickling arbitrary objects."""
+def read_lightning_checkpoint(
+    path: str | Path, parts: tuple[str, ...] = ("state_dict",)
+) -> dict[str, Any]:
+    """A Lightning checkpoint loaded without unpickling arbitrary objects: a file, or a sharded
+    folder read whole in this process (`parts`: its tensors to read, `cpt.sharded.read`)."""
+    path = Path(path).expanduser()
+    if sharded.is_sharded(path):
+        try:
+            return sharded.read(path, parts)
+        except CheckpointError:
+            raise
+        except Exception as err:
+            raise CheckpointError(
+                f"{path}: not a loadable sharded checkpoint ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''})"
+            ) from None
     try:
-        return torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
+        raise CheckpointError(f"{path}: no such checkpoint file or folder") from None
     except Exception as err:
         raise CheckpointError(
             f"{path}: not a loadable checkpoint ({err.__class__.__name__}: {str(err).splitlines()[0]})"
@@ -70,23 +85,48 @@ def checkpoint_config(checkpoint: dict[str, Any], source: str) -> ModelConfig:
         ) from None
 
 
+def differences(expected: ModelConfig, found: ModelConfig) -> list[str]:
+    """The fields that change the network's function (all but the initialisation scale)."""
+    if expected.family != found.family:
+        return [f"family {expected.family} != {found.family}"]
+    names = [f.name for f in fields(expected) if f.name not in ("initializer_range", "model_type")]
+    return [
+        f"{name} {getattr(expected, name)} != {getattr(found, name)}"
+        for name in names
+        if getattr(expected, name) != getattr(found, name)
+    ]
+
+
 def check_agreement(preset: str, expected: ModelConfig, found: ModelConfig, source: str) -> None:
     """A preset named beside a checkpoint must describe the same network."""
     if expected.family != found.family:
         raise CheckpointError(
             f"model.name={preset} is a {expected.family} model but {source} holds a {found.family} one"
         )
-    # every field but the initialisation scale changes the function of the network
-    names = [f.name for f in fields(expected) if f.name not in ("initializer_range", "model_type")]
-    diffs = [
-        f"{name} {getattr(expected, name)} != {getattr(found, name)}"
-        for name in names
-        if getattr(expected, name) != getattr(found, name)
-    ]
+    diffs = differences(expected, found)
     if diffs:
         raise CheckpointError(
             f"model.name={preset} disagrees with {source}: {', '.join(diffs[:4])}; "
             "set model.name=null to take the checkpoint's architecture"
+        )
+
+
+def check_resumable(path: str, expected: ModelConfig) -> None:
+    """A checkpoint to resume: complete (every shard of a folder) and of the model this run
+    builds; checked before anything is written."""
+    where = Path(path).expanduser()
+    if not where.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or folder")
+    if sharded.is_sharded(where):
+        sharded.check_complete(where)
+        meta = sharded.read_meta(where)
+    else:
+        meta = read_lightning_checkpoint(where)
+    diffs = differences(expected, checkpoint_config(meta, path))
+    if diffs:
+        raise CheckpointError(
+            f"{path} holds another model ({', '.join(diffs[:4])}); expected a checkpoint of the "
+            "model this run builds (model=..., init=...)"
         )
 
 
@@ -133,7 +173,7 @@ def architecture(init: str, preset: str | None) -> InitialModel:
         return InitialModel(config_from_name(preset), init)
     if init.startswith("ckpt:"):
         path = init.removeprefix("ckpt:")
-        return InitialModel(checkpoint_config(read_lightning_checkpoint(path), path), path)
+        return InitialModel(checkpoint_config(read_lightning_checkpoint(path, ()), path), path)
     folder = Path(split_revision(init.removeprefix("hf:"))[0]).expanduser()
     if init.startswith("hf:") and (folder / "config.json").is_file():
         return InitialModel(folder_config(folder), str(folder))
@@ -168,12 +208,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if path.is_dir() and not path.is_symlink():  # a sharded run's folder of that name
+            sharded.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A file as Lightning reads it, or a sharded folder gathered whole: a run on one device
+        or under DDP resumes what FSDP ranks wrote."""
+        if sharded.is_sharded(path):
+            return read_lightning_checkpoint(path, sharded.TENSORS)
+        return super().load_checkpoint(path, *args, **kwargs)
 
 
 def datamodule_state(path: str) -> dict[str, Any]:
     """What a `seen_by` replay needs from an earlier run: its datamodule state (draws, weights)."""
-    state = read_lightning_checkpoint(path).get("CPTDataModule")
+    state = read_lightning_checkpoint(path, ()).get("CPTDataModule")
     if not state:
         raise CheckpointError(f"{path}: no datamodule state; expected a checkpoint of cpt.train")
     return state

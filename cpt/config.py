@@ -65,10 +65,12 @@ class TrainConfig:
                     f"resume: given together with init={init}: init loads weights only to start "
                     "continual pre-training, resume restores a full training state; use one"
                 )
-            if not Path(self.resume).is_file():
-                raise ValueError(f"resume: {self.resume}: no such checkpoint file")
-        if init.startswith("ckpt:") and not Path(init.removeprefix("ckpt:")).expanduser().is_file():
-            raise ValueError(f"init: {init.removeprefix('ckpt:')}: no such checkpoint file")
+            if not Path(self.resume).expanduser().exists():
+                raise ValueError(f"resume: {self.resume}: no such checkpoint file or folder")
+        if init.startswith("ckpt:") and not Path(init.removeprefix("ckpt:")).expanduser().exists():
+            raise ValueError(
+                f"init: {init.removeprefix('ckpt:')}: no such checkpoint file or folder"
+            )
 
     @property
     def geometry(self) -> BatchGeometry:

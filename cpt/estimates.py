@@ -6,8 +6,8 @@ a run costs `flops_per_token x total tokens`; its time is that over `gpus x peak
 Memory per GPU, in bytes (an estimate, to see a misfit before paying for it):
 - states: weights, gradients and AdamW's two moments, 4 + 4 + 8 bytes per parameter under
   `32-true` and `*-mixed` precision (fp32 master weights), 2 + 2 + 4 under `bf16-true`; FSDP
-  `FULL_SHARD` divides all three by the shard group (the whole world, or the devices of one node
-  with `HYBRID_SHARD`), `SHARD_GRAD_OP` divides gradients and optimizer state only;
+  divides all three by the shard group (the whole world, or the devices of one node with HSDP,
+  `trainer.strategy.shard_size=node`), plus one gathered block at a time (ignored here);
 - activations of one micro batch: per layer `s b h (34 + 5 a s / h)` bytes in 16-bit (Korthikanti
   et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", Eq. 1), without the
   `5 a s / h` attention-score term for fused (sdpa/flash) attention, twice that in fp32; with
@@ -46,22 +46,16 @@ def memory_per_gpu(
     geometry: BatchGeometry,
     *,
     precision: str,
-    sharding: str | None,
+    shards: int,
     activation_checkpointing: bool,
     fused_attention: bool,
     chunked_loss: bool,
 ) -> dict[str, float]:
-    """Bytes per GPU by kind (see the module's docstring); `sharding` None: replicated (DDP)."""
+    """Bytes per GPU by kind (see the module's docstring); `shards` 1: replicated (DDP)."""
     n = arch.num_parameters()
     low = precision.startswith("bf16-true") or precision.startswith("16-true")
     weights, grads, optimizer = (2 * n, 2 * n, 4 * n) if low else (4 * n, 4 * n, 8 * n)
-    shard = geometry.world_size
-    if sharding == "HYBRID_SHARD":
-        shard = geometry.devices
-    if sharding in ("FULL_SHARD", "HYBRID_SHARD"):
-        weights, grads, optimizer = weights / shard, grads / shard, optimizer / shard
-    elif sharding == "SHARD_GRAD_OP":
-        grads, optimizer = grads / shard, optimizer / shard
+    weights, grads, optimizer = weights / shards, grads / shards, optimizer / shards
     s, b = geometry.seq_len, geometry.micro_batch_size
     h, layers = arch.hidden_size, arch.num_hidden_layers
     heads = arch.num_attention_heads

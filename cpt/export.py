@@ -1,4 +1,6 @@
-"""`python -m cpt.export <checkpoint.ckpt> <folder>`: a training checkpoint as a Hugging Face model.
+"""`python -m cpt.export <checkpoint> <folder>`: a training checkpoint as a Hugging Face model.
+
+The checkpoint is a `.ckpt` file or a sharded checkpoint folder (FSDP), read whole in this process.
 
 The folder loads with `transformers.GPTNeoXForCausalLM.from_pretrained(folder)`, so a continued model
 can be evaluated by any tool that reads Hugging Face checkpoints. The run's `tokenizer.json` (saved
@@ -31,7 +33,7 @@ def export(checkpoint: str | Path, folder: str | Path, tokenizer: str | Path | N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("checkpoint", help="a .ckpt written by cpt.train")
+    parser.add_argument("checkpoint", help="a .ckpt file or sharded folder written by cpt.train")
     parser.add_argument("folder", help="output folder (created)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json to copy along")
     args = parser.parse_args(argv)

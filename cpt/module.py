@@ -9,9 +9,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.distributed.tensor import DTensor
 
 from cpt.models.norms import weight_decay_groups
 from cpt.models.registry import build_model, config_from_dict
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor: its shard of a `DTensor` (FSDP), else the tensor."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -104,6 +110,12 @@ class CPTModule(L.LightningModule):
     def sequence_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token cross-entropy of every `seq_len + 1` window: shape `[batch]`."""
         return self.losses(batch)[1]
+
+    def configure_model(self) -> None:
+        """Where a sharding strategy (`cpt.distributed.FSDP2`) splits the model across ranks."""
+        shard = getattr(self.trainer.strategy, "shard", None)
+        if shard is not None:
+            shard(self.model)
 
     def on_fit_start(self) -> None:
         if self.hparams.get("compile") and self.trainer.datamodule is not None:
@@ -207,10 +219,46 @@ class CPTModule(L.LightningModule):
             return None
         return optimizer.step(closure=lambda: None)  # hooks and gradient clipping still run
 
+    def state_bytes(self) -> dict[str, int]:
+        """Bytes of weights and AdamW state one process holds (its shards under FSDP), the most
+        over ranks: what sharding saves, measured rather than estimated."""
+        held = [
+            sum(local(p).numel() * local(p).element_size() for p in self.parameters()),
+            sum(
+                local(v).numel() * local(v).element_size()
+                for optimizer in self.trainer.optimizers
+                for state in optimizer.state.values()
+                for v in state.values()
+                if torch.is_tensor(v)
+            ),
+        ]
+        most = self.trainer.strategy.reduce(
+            torch.tensor(held, dtype=torch.float64, device=self.device), reduce_op="max"
+        )
+        return {"parameters": int(most[0]), "optimizer": int(most[1])}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["skipped_steps"] = self.skipped_steps
+        checkpoint["accumulate"] = self.trainer.accumulate_grad_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        if self._trainer is not None:
+            recount_batches(checkpoint, self.trainer.accumulate_grad_batches)
+
+
+def recount_batches(checkpoint: dict[str, Any], accumulate: int) -> None:
+    """Lightning counts micro-batches to know when an optimizer step is due; a run resumed with
+    another accumulation (the same global batch on another number of processes) must count
+    `accumulate` of its own per step already taken, or its first step takes a partial batch.
+    Called before Lightning restores its loops from the same dict."""
+    before = checkpoint.get("accumulate")
+    loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+    if not before or before == accumulate or loop is None:
+        return
+    shift = checkpoint["global_step"] * (accumulate - before)
+    for part in ("total", "current"):
+        for key in ("ready", "started", "processed", "completed"):
+            loop[part][key] += shift

@@ -155,16 +155,16 @@ def _epochs(config: Any, tokens: dict[str, int]) -> dict[str, float]:
 def _memory(built: Built) -> dict[str, float]:
     trainer, model = built.trainer_args, built.config.model
     strategy = trainer.get("strategy")
-    sharding = None
-    if "fsdp" in type(strategy).__name__.lower():
-        sharding = str(getattr(strategy, "sharding_strategy", "FULL_SHARD")).rsplit(".", 1)[-1]
+    geometry = built.geometry
+    shards = 1  # DDP or one device: every rank holds the whole state
+    if hasattr(strategy, "mesh_shape"):  # FSDP2: the ranks of one shard group
+        shards = strategy.mesh_shape(geometry.world_size, geometry.devices)[1]
     return estimates.memory_per_gpu(
         built.initial.config,
-        built.geometry,
+        geometry,
         precision=str(trainer.get("precision", "32-true")),
-        sharding=sharding,
-        activation_checkpointing=model.activation_checkpointing
-        or bool(getattr(strategy, "_activation_checkpointing_kwargs", None)),
+        shards=shards,
+        activation_checkpointing=model.activation_checkpointing,
         fused_attention=model.attention in ("sdpa", "flash"),
         chunked_loss=model.loss == "chunked",
     )

@@ -23,7 +23,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict, read_write
 
 from cpt.callbacks import Rewarm
-from cpt.checkpoints import InitialModel, architecture, datamodule_state, initial_model
+from cpt.checkpoints import (
+    InitialModel,
+    architecture,
+    check_resumable,
+    datamodule_state,
+    initial_model,
+)
 from cpt.config import ConfigError, TrainConfig, validate
 from cpt.data.sources import SourceError
 from cpt.data.tokenizer import TokenizerError
@@ -73,6 +79,11 @@ def build(cfg: DictConfig, *, plan: bool = False) -> Built:
     trainer_args = trainer_arguments(cfg.trainer, geometry)
     # a resume then restores all state; a plan needs the architecture only
     initial = (architecture if plan else initial_model)(config.init, config.model.name)
+    if resume is not None:
+        try:
+            check_resumable(resume, initial.config)
+        except CheckpointError as err:
+            raise ConfigError(f"resume: {err}") from None
     if config.data.seq_len > initial.config.max_position_embeddings:
         raise ConfigError(
             f"data.seq_len: {config.data.seq_len} exceeds the model's "
@@ -98,7 +109,8 @@ def resolve_resume(resume: str | None, out: Path) -> str | None:
     """`auto`: the newest checkpoint in `out/checkpoints` (None when there is none yet)."""
     if resume != "auto":
         return resume
-    # checkpoints are written atomically (temporary file, then rename): any *.ckpt is complete
+    # checkpoints are written atomically (temporary file or folder, then rename): any *.ckpt,
+    # a file or a sharded folder, is complete
     candidates = [*(out / "checkpoints").glob("*.ckpt"), *out.glob("hpc_ckpt_*.ckpt")]
     candidates.sort(key=lambda p: p.stat().st_mtime)
     return str(candidates[-1]) if candidates else None
@@ -188,6 +200,8 @@ def trainer_arguments(trainer: DictConfig, geometry: BatchGeometry) -> dict[str,
         except Exception as err:
             cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
             raise ConfigError(f"trainer.strategy: {cause}") from None
+        if hasattr(args["strategy"], "check"):  # the callback protocol, for the strategy
+            _keyed(lambda: args["strategy"].check(geometry), "trainer.strategy.")
     args["accumulate_grad_batches"] = geometry.accumulate
     args["max_steps"] = geometry.max_steps  # also when the config gave trainer.max_tokens
     args.pop("max_tokens", None)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 config_schema.register()
 # The CSV metrics share the run folder with Hydra's files on purpose.
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+# Validation losses are summed over ranks before they are logged (CPTModule): already global.
+warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\(.*sync_dist=True")
 # Raised inside Lightning itself with recent torch; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
@@ -90,6 +92,7 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             trainer.validate(module, datamodule=datamodule, verbose=False)
             initial_val = dict(module.last_val)
         trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume)
+        held = module.state_bytes()  # every rank takes part (the most over ranks)
         trainer.validate(module, datamodule=datamodule, verbose=False)
         summary = {
             "init": config.init,
@@ -104,10 +107,11 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             "initial_val_loss": initial_val,
             "final_val_loss": dict(module.last_val),
             "parameters": built.initial.config.num_parameters(),
+            "state_bytes_per_process": held,
         }
-        for callback in built.callbacks:  # the callback protocol's second half
-            if hasattr(callback, "summary"):
-                summary.update(callback.summary())
+        for part in (*built.callbacks, trainer.strategy):  # the callback protocol's second half
+            if hasattr(part, "summary"):
+                summary.update(part.summary())
         if trainer.is_global_zero:
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         finished = True

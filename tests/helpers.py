@@ -1,9 +1,35 @@
-"""Test-only callbacks, named by `_target_` in a test's overrides (also in child processes)."""
+"""Test-only callbacks, named by `_target_` in a test's overrides (also in child processes), and
+the command line of a small CPU run."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import lightning as L
 import torch
+
+from tests.conftest import SMALL_DATA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(out: Path, data_dir: Path, *overrides: str) -> list[str]:
+    """`python -m cpt.train` on the small data, writing to `out`."""
+    if not any(o.startswith("data.micro_batch_size=") for o in overrides):
+        overrides = ("data.micro_batch_size=4", *overrides)
+    return [
+        sys.executable,
+        "-m",
+        "cpt.train",
+        "logger=csv",
+        f"data.dir={data_dir}",
+        *SMALL_DATA,
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]
 
 
 class NaNOnRank(L.Callback):

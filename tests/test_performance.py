@@ -1,5 +1,5 @@
 """The speed and memory options change nothing but speed and memory: chunked loss, attention
-backends, activation checkpointing, torch.compile (and its fallback), the FSDP strategy."""
+backends, activation checkpointing, torch.compile (and its fallback)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import logging
 import pytest
 import torch
 
-from cpt.distributed import fsdp_strategy
 from cpt.models.attention import Documents, _packed_sdpa, attend, packed_method
 from cpt.models.loss import chunk_tokens, lm_loss
 from cpt.models.presets import config_from_name
 from cpt.models.recompute import activation_linear
 from cpt.models.registry import build_model
 from cpt.train import run
-from tests.conftest import compose_train
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 150, 1000])
@@ -156,17 +154,6 @@ def test_compile_failure_falls_back_to_eager_with_one_message(tiny_run, caplog, 
         "model.compile: torch.compile failed (RuntimeError: InductorError: could not build a "
         "kernel); training continues without it"
     ]
-
-
-def test_fsdp_trainer_config_wraps_every_block():
-    cfg = compose_train(["trainer=fsdp", "output_dir=/tmp/unused"])
-    assert cfg.trainer.strategy._target_ == "cpt.distributed.fsdp_strategy"
-    assert cfg.trainer.precision == "bf16-mixed"
-    strategy = fsdp_strategy(sharding_strategy="HYBRID_SHARD")
-    blocks = {cls.__module__ for cls in strategy.kwargs["auto_wrap_policy"]._module_classes}
-    assert blocks == {"cpt.models.gpt_neox", "cpt.models.llama"}
-    with pytest.raises(ValueError, match="sharding_strategy 'ZERO3' unknown"):
-        fsdp_strategy(sharding_strategy="ZERO3")
 
 
 @pytest.mark.gpu

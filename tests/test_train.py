@@ -122,11 +122,12 @@ def test_init_and_resume_together_is_an_error(tiny_run, tmp_path):
         ("model.loss=fused", "model.loss: 'fused' unknown"),
         ("trainer=fsdp", "trainer.accelerator: gpu requested but no CUDA device"),
         (
-            "trainer=fsdp trainer.accelerator=cpu",
-            "trainer.strategy: FSDP needs CUDA GPUs",
+            "trainer=fsdp trainer.accelerator=cpu trainer.devices=2 trainer.strategy.shard_size=3",
+            "trainer.strategy.shard_size: 3 (3 ranks per shard group) does not divide the world "
+            "size 2",
         ),
         ("data.train=german", "data.train: 'german' is not a domain"),
-        ("init=ckpt:/no/such.ckpt", "init: /no/such.ckpt: no such checkpoint file"),
+        ("init=ckpt:/no/such.ckpt", "init: /no/such.ckpt: no such checkpoint file or folder"),
         ("init=hf", "init: 'hf' not understood"),
         (
             "callbacks=cpt callbacks.replay.fraction=1.5",

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cpt import schedules
@@ -110,10 +111,10 @@ class Rewarm(L.Callback):
             )
             return
         from cpt.checkpoints import read_lightning_checkpoint
+        from cpt.sharded import TENSORS
 
-        states = (
-            read_lightning_checkpoint(self.init.removeprefix("ckpt:")).get("optimizer_states") or []
-        )
+        path = self.init.removeprefix("ckpt:")  # a file or a sharded folder, read whole
+        states = read_lightning_checkpoint(path, TENSORS).get("optimizer_states") or []
         if not states:
             log.warning(
                 "optimizer_state=load: %s has no optimizer state; starting fresh", self.init
@@ -123,7 +124,7 @@ class Rewarm(L.Callback):
         # the moments and step counts come from upstream; LR, weight decay, betas and eps are
         # this run's (`load_state_dict` would restore the upstream's settings with them)
         settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        optimizer.load_state_dict(states[0])
+        load_optimizer_state(pl_module, optimizer, states[0])
         for group, own in zip(optimizer.param_groups, settings):
             group.update(own)
 
@@ -134,3 +135,28 @@ class Rewarm(L.Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
+
+
+def load_optimizer_state(module: torch.nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+    """A whole optimizer state (keyed by position) into this run's optimizer; under FSDP each rank
+    keeps its shards of the moments (`set_optimizer_state_dict` with a full state dict)."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for g in optimizer.param_groups for p in g["params"]):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    from cpt.sharded import by_name
+
+    names = {id(p): n for n, p in module.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    set_optimizer_state_dict(
+        module,
+        optimizer,
+        optim_state_dict=by_name(state, order),
+        options=StateDictOptions(full_state_dict=True),
+    )

@@ -14,6 +14,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.distributed.tensor import DTensor
+
+from cpt.module import local
 
 
 class WeightDrift(L.Callback):
@@ -27,19 +30,29 @@ class WeightDrift(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = {
-            n: p.detach().to("cpu", torch.float32, copy=True)
+            n: local(p).detach().to("cpu", torch.float32, copy=True)
             for n, p in pl_module.model.named_parameters()
         }
         self.measure(pl_module)
 
     @torch.no_grad()
     def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
+        """Every rank calls this; under FSDP each sums its own shards and the sums are added up
+        (a copy held by several ranks scales both sums alike, so the ratios are exact)."""
         moved, norm = defaultdict(float), defaultdict(float)
+        sharded = False
         for name, param in pl_module.model.named_parameters():
             start = self._start[name]
-            moved[self.group(name)] += float((param.detach().float().cpu() - start).pow(2).sum())
+            sharded |= isinstance(param, DTensor)
+            moved[self.group(name)] += float((local(param).float().cpu() - start).pow(2).sum())
             norm[self.group(name)] += float(start.pow(2).sum())
-        self.drift = {g: (moved[g] / norm[g]) ** 0.5 if norm[g] > 0 else 0.0 for g in moved}
+        groups = list(moved)
+        if sharded:
+            sums = torch.tensor([[moved[g], norm[g]] for g in groups], dtype=torch.float64)
+            sums = pl_module.trainer.strategy.reduce(sums.to(pl_module.device), reduce_op="sum")
+            moved = {g: float(sums[i, 0]) for i, g in enumerate(groups)}
+            norm = {g: float(sums[i, 1]) for i, g in enumerate(groups)}
+        self.drift = {g: (moved[g] / norm[g]) ** 0.5 if norm[g] > 0 else 0.0 for g in groups}
         return self.drift
 
     def summary(self) -> dict[str, Any]:

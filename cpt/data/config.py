@@ -45,8 +45,8 @@ class DomainSpec(SourceSpec):
                 check_source(self)
             except SourceError as err:
                 raise SourceError(f"source: {err}") from None
-        if self.seen_by is not None and not Path(self.seen_by).expanduser().is_file():
-            raise SourceError(f"seen_by: {self.seen_by}: no such checkpoint file")
+        if self.seen_by is not None and not Path(self.seen_by).expanduser().exists():
+            raise SourceError(f"seen_by: {self.seen_by}: no such checkpoint file or folder")
 
 
 @dataclass

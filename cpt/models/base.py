@@ -184,6 +184,11 @@ class CausalLM(nn.Module):
         return True
 
     def _trial_step(self, example: torch.Tensor) -> None:
+        if _sharded(self):  # a shard's weights exist only inside the model's own forward (FSDP)
+            loss, _ = self(example, targets=example)
+            loss.backward()  # every rank runs the trial, so the gradients' collectives match
+            self.zero_grad(set_to_none=True)
+            return
         layer = self.layers[0]
         x = self.hidden_input(example).detach().requires_grad_(True)
         position_ids = torch.arange(example.shape[1], device=example.device)[None]
@@ -195,3 +200,9 @@ class CausalLM(nn.Module):
     def hidden_input(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The embeddings of `input_ids`: what the first block receives."""
         raise NotImplementedError
+
+
+def _sharded(model: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
