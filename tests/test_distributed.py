@@ -46,6 +46,7 @@ COMMON = (
     "data.global_batch_size=8",
     "callbacks.checkpoint.every_n_train_steps=3",
 )
+GAP = ("callbacks=gap", "callbacks.stability_gap.plot=false")  # its curve lives in checkpoints
 FSDP = ("trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true")
 
 
@@ -81,7 +82,7 @@ def runs(tmp_path_factory, data_dir) -> dict[str, Path]:
             "fsdp1": (*FSDP, "trainer.devices=1", "trainer.max_steps=6"),
         },
         {
-            "fsdp2": (*FSDP, "trainer.max_steps=6"),
+            "fsdp2": (*FSDP, *GAP, "trainer.max_steps=6"),
             "ddp": (
                 "trainer.accelerator=cpu",
                 "trainer.devices=2",
@@ -92,11 +93,12 @@ def runs(tmp_path_factory, data_dir) -> dict[str, Path]:
         {
             "same": (
                 *FSDP,
+                *GAP,
                 "trainer.max_steps=6",
                 "model.activation_checkpointing=true",
                 f"resume={root / 'fsdp2' / step3}",
             ),
-            "down": ("trainer.max_steps=6", f"resume={root / 'fsdp2' / step3}"),
+            "down": (*GAP, "trainer.max_steps=6", f"resume={root / 'fsdp2' / step3}"),
         },
         {"up": (*FSDP, "trainer.max_steps=6", f"resume={root / 'fsdp1' / step3}")},
     ]
@@ -176,6 +178,12 @@ def test_resuming_a_sharded_checkpoint_equals_the_uninterrupted_run(runs):
     for domain, loss in whole["final_val_loss"].items():
         assert resumed["final_val_loss"][domain] == pytest.approx(loss, abs=1e-6)
     assert largest_difference(weights(runs["same"], 6), weights(runs["fsdp2"], 6)) <= 1e-6
+    # the stability-gap curve of steps 0-3 came back with the checkpoint and went on
+    for name in ("same", "down"):
+        gap = summary(runs[name])["stability_gap"]
+        assert gap.keys() == whole["stability_gap"].keys()
+        for domain, metrics in whole["stability_gap"].items():
+            assert gap[domain] == pytest.approx(metrics, abs=1e-5), (name, domain)
 
 
 @pytest.mark.parametrize(("run", "reference"), [("down", "fsdp2"), ("up", "fsdp2")])
@@ -347,6 +355,7 @@ def test_hybrid_sharding_on_a_2x2_mesh_trains_as_one_process(runs, tmp_path, dat
         "trainer.num_nodes=2",
         "trainer.strategy.shard_size=node",
         "trainer.max_steps=6",
+        "data.micro_batch_size=2",  # 4 ranks x 2: the same global batch of 8
     )
     env = {
         **os.environ,
