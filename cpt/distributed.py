@@ -11,6 +11,7 @@ processes (gloo) exactly as on GPUs (NCCL). Checkpoints are sharded folders (`cp
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -127,6 +128,14 @@ class FSDP2(ModelParallelStrategy):
         if self.root_device.type == "cuda" and precision.startswith("bf16"):
             return torch.bfloat16
         return None  # the weights' own dtype
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> Any:
+        """A sharded folder through DCP (resharded to this world); a single file (a run without
+        FSDP) gathered by name into the shards, AdamW moments included."""
+        path = Path(self.broadcast(str(checkpoint_path)))
+        if sharded.is_sharded(path):
+            return super().load_checkpoint(path, weights_only=weights_only)
+        return sharded.load_whole(self.lightning_module, self.optimizers, path)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None

@@ -27,6 +27,11 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
 from cpt.models.hf import CheckpointError
@@ -176,3 +181,34 @@ def by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
         "state": {names[i]: v for i, v in state.get("state", {}).items()},
         "param_groups": groups,
     }
+
+
+def load_optimizer_state(module: torch.nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+    """A whole optimizer state (keyed by position, as in a `.ckpt` file) into `optimizer`; under
+    FSDP each rank keeps its shards of the moments. `module` names the parameters."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for g in optimizer.param_groups for p in g["params"]):
+        optimizer.load_state_dict(state)
+        return
+    # by name, in the optimizer's own order (its groups need not follow the module's order)
+    names = {id(p): n for n, p in module.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    set_optimizer_state_dict(
+        module,
+        optimizer,
+        optim_state_dict=by_name(state, order),
+        options=StateDictOptions(full_state_dict=True),
+    )
+
+
+def load_whole(module: torch.nn.Module, optimizers: list[Any], path: Path) -> dict[str, Any]:
+    """A single-file checkpoint into a sharded module and its optimizers (every rank reads the
+    file, memory-mapped); returns the rest of the checkpoint for Lightning to restore."""
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    set_model_state_dict(
+        module, checkpoint.pop("state_dict"), options=StateDictOptions(full_state_dict=True)
+    )
+    for optimizer, state in zip(optimizers, checkpoint.pop("optimizer_states", [])):
+        load_optimizer_state(module, optimizer, state)
+    return checkpoint

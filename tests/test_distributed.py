@@ -1,7 +1,7 @@
 """DDP and FSDP2 on CPU processes: the same training as one process, sharded checkpoints read at
 another world size, the memory sharding saves, and the folders `init=ckpt:` and `cpt.export` read.
 
-Seven short real runs (`python -m cpt.train`, gloo) are shared by the tests of this module:
+Eight short real runs (`python -m cpt.train`, gloo) are shared by the tests of this module:
 
     fsdp2   2 processes, steps 0-6, sharded checkpoints at steps 3 and 6
     one     1 process (no FSDP), steps 0-6, the same global batch by accumulation
@@ -10,6 +10,7 @@ Seven short real runs (`python -m cpt.train`, gloo) are shared by the tests of t
     fsdp1   FSDP in 1 process, steps 0-6 (the same schedule), a sharded checkpoint at step 3
     up      2 processes resuming fsdp1's step 3, to step 6
     ddp     2 DDP processes, steps 0-6
+    grow    2 FSDP processes resuming one's step 3 (a single file), to step 6
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ def runs(tmp_path_factory, data_dir) -> dict[str, Path]:
             ),
             "down": (*GAP, "trainer.max_steps=6", f"resume={root / 'fsdp2' / step3}"),
         },
-        {"up": (*FSDP, "trainer.max_steps=6", f"resume={root / 'fsdp1' / step3}")},
+        {
+            "up": (*FSDP, "trainer.max_steps=6", f"resume={root / 'fsdp1' / step3}"),
+            "grow": (*FSDP, "trainer.max_steps=6", f"resume={root / 'one' / step3}"),
+        },
     ]
     for phase in phases:
         started = {name: start(root / name, data_dir, *args) for name, args in phase.items()}
@@ -186,9 +190,12 @@ def test_resuming_a_sharded_checkpoint_equals_the_uninterrupted_run(runs):
             assert gap[domain] == pytest.approx(metrics, abs=1e-5), (name, domain)
 
 
-@pytest.mark.parametrize(("run", "reference"), [("down", "fsdp2"), ("up", "fsdp2")])
-def test_a_sharded_checkpoint_resumes_at_another_world_size(runs, run, reference):
-    """2 processes to 1 (gathered whole, no FSDP) and 1 to 2 (resharded on load)."""
+@pytest.mark.parametrize(
+    ("run", "reference"), [("down", "fsdp2"), ("up", "fsdp2"), ("grow", "one")]
+)
+def test_a_checkpoint_resumes_at_another_world_size(runs, run, reference):
+    """A sharded folder of 2 processes in 1 (gathered whole, no FSDP) and of 1 in 2 (resharded
+    on load); a single file of a run without FSDP in 2 FSDP processes (sharded by name)."""
     resumed, whole = summary(runs[run]), summary(runs[reference])
     assert resumed["resume"].endswith("step0000003.ckpt")
     assert resumed["steps"] == 6 and resumed["tokens"] == whole["tokens"]
@@ -410,3 +417,22 @@ def test_upstream_adam_moments_load_into_fsdp_shards(runs, tmp_path, data_dir):
     assert largest_difference(weights(tmp_path / "fresh", 3), weights(tmp_path / "one", 3)) > 1e-4
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], abs=1e-5)
     assert fresh["final_val_loss"] != pytest.approx(one["final_val_loss"], abs=1e-5)
+
+
+def test_a_checkpoint_name_changes_kind_in_one_rename(tmp_path):
+    """A single-process run resuming an FSDP run writes `last.ckpt` as a file over the folder, and
+    an FSDP run a folder over the file: the old one goes, the new one is whole."""
+    from cpt.checkpoints import AtomicCheckpointIO
+
+    folder = tmp_path / "last.ckpt"
+    sharded.save(_state(1), folder, rank=0, barrier=lambda: None)
+    AtomicCheckpointIO().save_checkpoint(_state(2), folder)
+    assert folder.is_file() and read_lightning_checkpoint(folder)["global_step"] == 2
+    sharded.save(_state(3), folder, rank=0, barrier=lambda: None)
+    assert folder.is_dir() and read_lightning_checkpoint(folder)["global_step"] == 3
+    link = tmp_path / "newest.ckpt"
+    link.symlink_to(folder)
+    sharded.save(_state(4), link, rank=0, barrier=lambda: None)  # the link goes, not its target
+    assert not link.is_symlink() and read_lightning_checkpoint(link)["global_step"] == 4
+    assert read_lightning_checkpoint(folder)["global_step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "newest.ckpt"]

@@ -16,7 +16,6 @@ import logging
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cpt import schedules
@@ -111,7 +110,7 @@ class Rewarm(L.Callback):
             )
             return
         from cpt.checkpoints import read_lightning_checkpoint
-        from cpt.sharded import TENSORS
+        from cpt.sharded import TENSORS, load_optimizer_state
 
         path = self.init.removeprefix("ckpt:")  # a file or a sharded folder, read whole
         states = read_lightning_checkpoint(path, TENSORS).get("optimizer_states") or []
@@ -135,28 +134,3 @@ class Rewarm(L.Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-
-
-def load_optimizer_state(module: torch.nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
-    """A whole optimizer state (keyed by position) into this run's optimizer; under FSDP each rank
-    keeps its shards of the moments (`set_optimizer_state_dict` with a full state dict)."""
-    from torch.distributed.tensor import DTensor
-
-    if not any(isinstance(p, DTensor) for g in optimizer.param_groups for p in g["params"]):
-        optimizer.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_optimizer_state_dict,
-    )
-
-    from cpt.sharded import by_name
-
-    names = {id(p): n for n, p in module.named_parameters()}
-    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    set_optimizer_state_dict(
-        module,
-        optimizer,
-        optim_state_dict=by_name(state, order),
-        options=StateDictOptions(full_state_dict=True),
-    )
