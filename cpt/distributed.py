@@ -49,9 +49,12 @@ class FSDP2(ModelParallelStrategy):
             raise ValueError(
                 f"shard_size: expected null (all ranks), node or a positive count, got {shard_size!r}"
             )
-        for key, value in (("param_dtype", param_dtype), ("reduce_dtype", reduce_dtype)):
-            if value not in (*DTYPES, "auto"):
-                raise ValueError(f"{key}: expected auto or one of {list(DTYPES)}, got {value!r}")
+        if param_dtype not in (*DTYPES, "auto"):
+            raise ValueError(
+                f"param_dtype: expected auto or one of {list(DTYPES)}, got {param_dtype!r}"
+            )
+        if reduce_dtype not in DTYPES:
+            raise ValueError(f"reduce_dtype: expected one of {list(DTYPES)}, got {reduce_dtype!r}")
         self.shard_size = shard_size
         self.param_dtype, self.reduce_dtype = param_dtype, reduce_dtype
         self.reshard_after_forward, self.cpu_offload = reshard_after_forward, cpu_offload

@@ -297,6 +297,7 @@ def test_the_mesh_covers_the_world_or_is_refused(nodes, devices, shard_size):
         ({"shard_size": 0}, "shard_size: expected null (all ranks), node or a positive count"),
         ({"shard_size": "rack"}, "shard_size: expected null"),
         ({"param_dtype": "int8"}, "param_dtype: expected auto or one of ['bf16', 'fp16', 'fp32']"),
+        ({"reduce_dtype": "auto"}, "reduce_dtype: expected one of ['bf16', 'fp16', 'fp32']"),
     ],
 )
 def test_bad_strategy_options_name_the_key(options, message):
@@ -436,3 +437,18 @@ def test_a_checkpoint_name_changes_kind_in_one_rename(tmp_path):
     assert not link.is_symlink() and read_lightning_checkpoint(link)["global_step"] == 4
     assert read_lightning_checkpoint(folder)["global_step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "newest.ckpt"]
+
+
+@pytest.mark.slow
+def test_weights_gathered_in_bf16_train_close_to_fp32(runs, tmp_path, data_dir):
+    """FSDP2's mixed-precision policy (what `param_dtype=auto` picks on GPUs under bf16), here on
+    CPU processes: bf16 gathers and compute, fp32 reduce-scatter and master weights."""
+    out = tmp_path / "bf16"
+    got = train(out, data_dir, *FSDP, "trainer.max_steps=6", "trainer.strategy.param_dtype=bf16")
+    assert got["fsdp"]["param_dtype"] == "bfloat16" and got["fsdp"]["reduce_dtype"] == "fp32"
+    fp32 = summary(runs["fsdp2"])["final_val_loss"]
+    for domain, loss in fp32.items():
+        assert got["final_val_loss"][domain] == pytest.approx(loss, abs=3e-2)
+        assert got["final_val_loss"][domain] != pytest.approx(loss, abs=1e-6)  # bf16 did run
+    master = weights(out, 6)
+    assert all(v.dtype == torch.float32 for v in master.values())  # fp32 master weights
