@@ -14,6 +14,8 @@ from cpt import config as config_schema
 CONF = Path(__file__).resolve().parents[1] / "conf"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # lm-eval tasks of local files; no download
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 config_schema.register()
 
 # A small slice of both built-in corpora and a small tokenizer: seconds, not minutes.

@@ -1,0 +1,212 @@
+"""lm-evaluation-harness on our model: item by item the same as lm-eval's own `hf` model on the
+exported checkpoint, for multiple-choice, rolling log-likelihood and greedy generation tasks of a
+user's task folder; `python -m cpt.evaluate` and its bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("lm_eval")
+
+from lm_eval import simple_evaluate  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from cpt.checkpoints import initial_model, load_into  # noqa: E402
+from cpt.evaluate import main, task_manager  # noqa: E402
+from cpt.export import export  # noqa: E402
+from cpt.models.registry import build_model  # noqa: E402
+from cpt.tasks.harness import HarnessLM  # noqa: E402
+from cpt.train import run  # noqa: E402
+from tests.conftest import SMALL_DATA, compose_train  # noqa: E402
+
+CHOICES = [
+    ("def add(a, b):\n    return", [" a + b", " a - b", " print(a)", " None"]),
+    ("The capital of France is", [" Paris", " Rome", " Berlin", " Madrid"]),
+    ("import os\nimport", [" sys", " the", " 42", " ("]),
+    ("for i in range(10):\n   ", [" print(i)", " return", " class", " )"]),
+    ("class Point:\n    def __init__(self", [", x, y):", "):", " = 3", " import"]),
+    ("The module provides", [" functions", " of", " 1.5", " def"]),
+    ("", [" def main():", " The", " 0", " :"]),  # an empty context: lm-eval's prefix token
+    ("x = [1, 2, 3]\nprint(len(x", ["))", ")", " + 1", "]"]),
+]
+TEXTS = [
+    "Return the number of items in a container.",
+    "def f(x):\n    return x * 2\n",
+    " ".join(f"word{i} and value {i * 7} are stored in the table;" for i in range(160)),  # > 512
+]
+PROMPTS = ["def add(a, b):\n", "The module", "import"]
+
+
+def _write_tasks(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    data = folder / "data"
+    data.mkdir()
+    items = [{"context": c, "choices": ch, "answer": i % 4} for i, (c, ch) in enumerate(CHOICES)]
+    rows = {
+        "mc": items,
+        "rolling": [{"text": t} for t in TEXTS],
+        "gen": [{"context": p, "answer": "x"} for p in PROMPTS],
+    }
+    for name, lines in rows.items():
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    common = (
+        "dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {path}\ntest_split: test\n"
+    )
+    (folder / "cpt_test_mc.yaml").write_text(
+        "task: cpt_test_mc\n"
+        + common.format(path=data / "mc.jsonl")
+        + "output_type: multiple_choice\n"
+        'doc_to_text: "{{context}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{answer}}"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    (folder / "cpt_test_rolling.yaml").write_text(
+        "task: cpt_test_rolling\n"
+        + common.format(path=data / "rolling.jsonl")
+        + "output_type: loglikelihood_rolling\n"
+        'doc_to_text: ""\ndoc_to_target: "{{text}}"\n'
+        "metric_list:\n  - metric: word_perplexity\n  - metric: bits_per_byte\n"
+    )
+    (folder / "cpt_test_gen.yaml").write_text(
+        "task: cpt_test_gen\n"
+        + common.format(path=data / "gen.jsonl")
+        + "output_type: generate_until\n"
+        'doc_to_text: "{{context}}"\ndoc_to_target: "{{answer}}"\n'
+        'generation_kwargs:\n  until: ["\\n\\n"]\n  max_gen_toks: 12\n  do_sample: false\n'
+        "metric_list:\n  - metric: exact_match\n"
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir) -> dict[str, Path]:
+    """A tiny model trained a few steps, its checkpoint, its HF export and a user task folder."""
+    root = tmp_path_factory.mktemp("tasks")
+    cfg = compose_train(
+        [
+            "logger=csv",
+            f"data.dir={data_dir}",
+            *SMALL_DATA,
+            "trainer.max_steps=4",
+            "trainer.enable_progress_bar=false",
+            f"output_dir={root / 'run'}",
+        ]
+    )
+    run(cfg)
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    return {"ckpt": ckpt, "hf": export(ckpt, root / "hf"), "tasks": _write_tasks(root / "tasks")}
+
+
+TASKS = ["cpt_test_mc", "cpt_test_rolling", "cpt_test_gen"]
+
+
+def test_our_model_scores_every_item_as_lm_evals_hf_model_does(trained):
+    manager = task_manager(str(trained["tasks"]))
+    initial = initial_model(f"ckpt:{trained['ckpt']}", None)
+    model = build_model(initial.config)
+    load_into(model, initial)
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    ours = simple_evaluate(
+        model=HarnessLM(model.eval(), tokenizer, batch_size=3),  # several batches, lengths mixed
+        tasks=TASKS,
+        task_manager=manager,
+        log_samples=True,
+    )
+    theirs = simple_evaluate(
+        model=HFLM(pretrained=str(trained["hf"]), device="cpu", batch_size=4),
+        tasks=TASKS,
+        task_manager=manager,
+        log_samples=True,
+    )
+    for task in TASKS:
+        mine, reference = ours["samples"][task], theirs["samples"][task]
+        assert len(mine) == len(reference) > 0
+        for a, b in zip(mine, reference):
+            assert a["doc_id"] == b["doc_id"]
+            if task == "cpt_test_gen":
+                assert a["resps"] == b["resps"]  # the same greedy text
+                continue
+            for (ra,), (rb,) in zip(a["resps"], b["resps"]):
+                logprob_a = ra[0] if isinstance(ra, (tuple, list)) else ra
+                logprob_b = rb[0] if isinstance(rb, (tuple, list)) else rb
+                assert logprob_a == pytest.approx(logprob_b, abs=1e-3, rel=1e-5)
+                if isinstance(ra, (tuple, list)):
+                    assert ra[1] == rb[1]  # greedy or not
+    for task in TASKS:
+        for metric, value in theirs["results"][task].items():
+            if isinstance(value, float) and "stderr" not in metric:
+                assert ours["results"][task][metric] == pytest.approx(value, rel=1e-4), metric
+
+
+def test_evaluate_command_prints_the_table_and_writes_lm_evals_results(trained, tmp_path, capsys):
+    out = tmp_path / "eval"
+    main(
+        [
+            f"ckpt={trained['ckpt']}",
+            "tasks=[cpt_test_mc]",
+            f"include_path={trained['tasks']}",
+            "limit=5",
+            f"output={out}",
+        ]
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"wrote {out}"
+    assert any(line.startswith("|cpt_test_mc") and "acc" in line for line in lines)
+    results = json.loads((out / "results.json").read_text())["results"]["cpt_test_mc"]
+    assert 0.0 <= results["acc,none"] <= 1.0 and results["sample_len"] == 5
+
+
+def _no_decoder(hf: Path, folder: Path) -> Path:
+    spec = json.loads((hf / "tokenizer.json").read_text())
+    spec["decoder"] = None
+    path = folder / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["tasks=[no_such_task]"], "error: tasks: unknown task 'no_such_task'; expected"),
+        (["tasks=[cpt_test_mc]", "limit=0"], "error: limit: expected a count >= 1 or a fraction"),
+        (["tasks=[cpt_test_mc]", "limit=1.5"], "error: limit: a fraction must be in (0, 1]"),
+        (["tasks=[cpt_test_mc]", "include_path={empty}"], "error: include_path: {empty}: no task"),
+        (["tasks=[cpt_test_mc]", "batchsize=4"], "error: batchsize: unknown option"),
+        (["tasks=[cpt_test_gen]", "tokenizer={mute}"], "error: tasks: a generative task needs"),
+        ([], "error: tasks: expected a list of lm-eval task names"),
+    ],
+)
+def test_bad_evaluation_input_is_one_line(trained, tmp_path, capsys, args, line):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mute = _no_decoder(trained["hf"], tmp_path)
+    args = [a.format(empty=empty, mute=mute) for a in args]
+    if not any(a.startswith("include_path=") for a in args):
+        args.append(f"include_path={trained['tasks']}")
+    with pytest.raises(SystemExit) as exit_:
+        main([f"ckpt={trained['ckpt']}", *args, f"output={tmp_path / 'out'}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(line.format(empty=empty)) and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batches_hold_at_most_the_logit_budget(trained):
+    initial = initial_model(f"ckpt:{trained['ckpt']}", None)
+    model = build_model(initial.config)
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    vocab = initial.config.vocab_size
+    lm = HarnessLM(model, tokenizer, batch_size=64, logit_budget=40 * vocab)
+    pairs = [([1] * n, [2, 3]) for n in (5, 30, 9, 12, 3, 18, 1)]
+    batches = list(lm._batches(pairs, list(range(len(pairs)))))
+    assert sorted(i for b in batches for i in b) == list(range(len(pairs)))
+    for batch in batches:
+        longest = max(lm._length(pairs[i]) for i in batch)
+        assert len(batch) == 1 or len(batch) * longest * vocab <= lm.logit_budget
+    with torch.no_grad():
+        scored = lm._score(pairs)
+    assert len(scored) == len(pairs) and all(s[0] < 0 for s in scored)
