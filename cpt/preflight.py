@@ -34,12 +34,20 @@ from cpt.config import ConfigError, TrainConfig, validate
 from cpt.data.sources import SourceError
 from cpt.data.tokenizer import TokenizerError
 from cpt.distributed import check_hardware
+from cpt.evaluate import EvalInputError
 from cpt.geometry import BatchGeometry
 from cpt.models.hf import CheckpointError
 from cpt.module import NonFiniteLossError
 
 # What a user can get wrong; reported as one line, exit status 2, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, SourceError, TokenizerError, NonFiniteLossError)
+USER_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    SourceError,
+    TokenizerError,
+    NonFiniteLossError,
+    EvalInputError,
+)
 
 
 @dataclass

@@ -211,6 +211,7 @@ def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(
     assert json.loads((out / "summary.json").read_text())["resume"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
     out = tmp_path / "term"
     process = subprocess.Popen(

@@ -210,3 +210,68 @@ def test_batches_hold_at_most_the_logit_budget(trained):
     with torch.no_grad():
         scored = lm._score(pairs)
     assert len(scored) == len(pairs) and all(s[0] < 0 for s in scored)
+
+
+def _accuracy(ckpt: Path, tokenizer: Path, tasks: Path) -> float:
+    initial = initial_model(f"ckpt:{ckpt}", None)
+    model = build_model(initial.config)
+    load_into(model, initial)
+    results = simple_evaluate(
+        model=HarnessLM(model.eval(), Tokenizer.from_file(str(tokenizer))),
+        tasks=["cpt_test_mc"],
+        task_manager=task_manager(str(tasks)),
+        log_samples=False,
+    )
+    return results["results"]["cpt_test_mc"]["acc_norm,none"]
+
+
+def test_task_curves_in_the_loop_and_their_gap(trained, tmp_path, data_dir):
+    """Continued from the trained checkpoint: the in-loop value at step 0 is the checkpoint's own
+    accuracy, the last one the final checkpoint's; the curve's gap metrics are in the summary."""
+    out = tmp_path / "cpt"
+    cfg = compose_train(
+        [
+            "logger=csv",
+            f"data.dir={data_dir}",
+            *SMALL_DATA,
+            f"init=ckpt:{trained['ckpt']}",
+            "model=from_init",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "trainer.enable_progress_bar=false",
+            "callbacks=[default,task_eval]",
+            "callbacks.task_eval.tasks=[cpt_test_mc]",
+            f"callbacks.task_eval.include_path={trained['tasks']}",
+            "callbacks.task_eval.dense=[[2,1]]",
+            "callbacks.task_eval.every=2",
+            f"output_dir={out}",
+        ]
+    )
+    summary = run(cfg)
+    tokenizer = trained["hf"] / "tokenizer.json"
+    assert summary["initial_tasks"]["cpt_test_mc/acc_norm"] == pytest.approx(
+        _accuracy(trained["ckpt"], tokenizer, trained["tasks"])
+    )
+    assert summary["final_tasks"]["cpt_test_mc/acc_norm"] == pytest.approx(
+        _accuracy(out / "checkpoints" / "last.ckpt", tokenizer, trained["tasks"])
+    )
+    gap = summary["task_gap"]["cpt_test_mc/acc"]
+    assert {"peak", "recovery_step", "gap_area", "forgetting"} <= gap.keys()
+    logged = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()]
+    header = logged[0]
+    column, step = header.index("task/cpt_test_mc/acc"), header.index("step")
+    steps = sorted({int(row[step]) for row in logged[1:] if row[column]})
+    assert steps == [0, 1, 2, 4]  # dense to 2, every 2; the validation at 2 is not repeated
+
+
+def test_task_eval_refuses_unknown_tasks_before_training(tiny_run, trained):
+    from cpt.config import ConfigError
+
+    cfg = tiny_run(
+        "callbacks=[default,task_eval]",
+        "callbacks.task_eval.tasks=[no_such_task]",
+        f"callbacks.task_eval.include_path={trained['tasks']}",
+    )
+    with pytest.raises(ConfigError, match=r"^callbacks.task_eval.tasks: unknown task 'no_such"):
+        run(cfg)
+    assert not Path(cfg.output_dir).exists()

@@ -11,6 +11,7 @@ from cpt.callbacks.replay import Replay
 from cpt.callbacks.rewarm import Rewarm
 from cpt.callbacks.save_on_failure import SaveOnFailure
 from cpt.callbacks.stability_gap import StabilityGap
+from cpt.callbacks.task_eval import TaskEval
 from cpt.callbacks.throughput import Throughput
 from cpt.callbacks.weight_drift import WeightDrift
 
@@ -20,6 +21,7 @@ __all__ = [
     "Rewarm",
     "SaveOnFailure",
     "StabilityGap",
+    "TaskEval",
     "Throughput",
     "WeightDrift",
 ]

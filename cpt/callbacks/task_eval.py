@@ -1,0 +1,182 @@
+"""`TaskEval`: lm-evaluation-harness tasks during training, and the stability gap on them.
+
+At the steps of the stability-gap monitor's dense-then-sparse schedule (by default every step to
+20, every 5 to 200, then every 50), and at every validation, the model in memory is evaluated on
+lm-eval tasks (`cpt/tasks/harness.py`: lm-eval's prompts and metrics, our forward pass, under
+the trainer's precision, split across ranks). Each metric is logged to every logger as
+`task/<task>/<metric>` (e.g. `task/piqa/acc`). At the end each curve goes through the same
+stability-gap measure as the loss (`gap_metrics`; for a metric where higher is better the gap is a
+drop below the start), into `summary.json` as `task_gap`, with the first and last values as
+`initial_tasks` / `final_tasks`. The curves are saved in checkpoints, so a resumed run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import lightning as L
+
+from cpt.callbacks.stability_gap import eval_steps, gap_metrics
+from cpt.geometry import BatchGeometry
+
+log = logging.getLogger(__name__)
+
+
+class TaskEval(L.Callback):
+    def __init__(
+        self,
+        tasks: list[str],
+        include_path: str | None = None,
+        limit: int | float | None = 200,
+        dense: list[list[int]] | None = None,
+        every: int = 50,
+        at_validation: bool = True,
+        num_fewshot: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        self.include_path, self.limit, self.num_fewshot = include_path, limit, num_fewshot
+        self.dense = [list(p) for p in (dense if dense is not None else [[20, 1], [200, 5]])]
+        self.every, self.at_validation, self.batch_size = every, at_validation, batch_size
+        self.curves: dict[str, list[tuple[int, float, float]]] = {}
+        self.higher: dict[str, bool] = {}
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self._steps: set[int] = set()
+        self._tasks: Any = None  # lm-eval's task objects, built once
+
+    def check(self, geometry: BatchGeometry) -> None:
+        """Before anything is written: every task exists, `limit` is a count or a fraction."""
+        from cpt.evaluate import EvalInputError, check_limit, check_tasks, task_manager
+
+        if not self.tasks:
+            raise ValueError("callbacks.task_eval.tasks: expected at least one lm-eval task")
+        try:
+            check_limit(self.limit)
+            check_tasks(self.tasks, task_manager(self.include_path))
+        except EvalInputError as err:
+            raise ValueError(f"callbacks.task_eval.{err}") from None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lm_eval.tasks import get_task_dict
+
+        from cpt.evaluate import EvalInputError, check_decodes, task_manager
+
+        manager = task_manager(self.include_path)
+        try:
+            check_decodes(self.tasks, manager, trainer.datamodule.tokenizer)
+        except EvalInputError as err:
+            raise EvalInputError(f"callbacks.task_eval.{err}") from None
+        self._tasks = get_task_dict(self.tasks, manager)
+        if self.num_fewshot is not None:
+            for task in _leaves(self._tasks):
+                task.set_config(key="num_fewshot", value=self.num_fewshot)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._steps = eval_steps(self.dense, self.every, trainer.max_steps)
+        if trainer.global_step == 0 and not self.curves:
+            self._evaluate(trainer, pl_module, 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step in self._steps:
+            self._evaluate(trainer, pl_module, trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_validation and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._evaluate(trainer, pl_module, trainer.global_step)
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """Every rank evaluates (FSDP's forward passes are collective); loggers are rank 0's."""
+        if self._tasks is None or self._last_step() == step:
+            return
+        from lm_eval.evaluator import evaluate
+
+        from cpt.tasks.harness import HarnessLM
+
+        was_training = pl_module.training
+        pl_module.eval()
+        lm = HarnessLM(
+            pl_module.model,
+            trainer.datamodule.tokenizer,
+            context=trainer.precision_plugin.forward_context,
+            batch_size=self.batch_size,
+        )
+        try:
+            results = evaluate(
+                lm=lm,
+                task_dict=self._tasks,
+                limit=self.limit,
+                log_samples=False,
+                bootstrap_iters=100,  # accuracy's standard error is exact; others resampled
+                verbosity="ERROR",
+            )
+        finally:
+            if was_training:
+                pl_module.train()
+        measured = {}
+        for task, values in results["results"].items():
+            higher = results.get("higher_is_better", {}).get(task, {})
+            for key, value in values.items():
+                metric, _, flt = key.partition(",")
+                if (
+                    "stderr" in metric
+                    or not isinstance(value, (int, float))
+                    or metric == "sample_len"
+                ):
+                    continue
+                name = f"{task}/{metric}" + (f"/{flt}" if flt and flt != "none" else "")
+                stderr = values.get(f"{metric}_stderr,{flt}")
+                stderr = float(stderr) if isinstance(stderr, (int, float)) else 0.0
+                self.curves.setdefault(name, []).append((step, float(value), stderr))
+                self.higher[name] = bool(higher.get(metric, True))
+                measured[f"task/{name}"] = float(value)
+        for logger in trainer.loggers:
+            logger.log_metrics(measured, step=step)
+
+    def _last_step(self) -> int | None:
+        return next(iter(self.curves.values()))[-1][0] if self.curves else None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name, curve in self.curves.items():
+            steps, values, stderrs = zip(*curve)
+            self.metrics[name] = gap_metrics(
+                list(steps), list(values), self.higher.get(name, True), list(stderrs)
+            )
+        for logger in trainer.loggers:
+            flat = {
+                f"task_gap/{name}/{key}": (math.nan if value is None else float(value))
+                for name, m in self.metrics.items()
+                for key, value in m.items()
+                if isinstance(value, (int, float)) or value is None
+            }
+            logger.log_metrics(flat, step=trainer.global_step)
+
+    def summary(self) -> dict[str, Any]:
+        """The callback protocol: what this callback adds to `summary.json`."""
+        return {
+            "task_gap": self.metrics,
+            "initial_tasks": {name: curve[0][1] for name, curve in self.curves.items()},
+            "final_tasks": {name: curve[-1][1] for name, curve in self.curves.items()},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "curves": {k: [list(p) for p in v] for k, v in self.curves.items()},
+            "higher": dict(self.higher),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curves = {
+            k: [(int(p[0]), float(p[1]), float(p[2])) for p in v]
+            for k, v in state.get("curves", {}).items()
+        }
+        self.higher = {k: bool(v) for k, v in state.get("higher", {}).items()}
+
+
+def _leaves(tasks: dict[Any, Any]) -> list[Any]:
+    """The task objects of lm-eval's (possibly nested, for groups) task dict."""
+    found = []
+    for value in tasks.values():
+        found.extend(_leaves(value) if isinstance(value, dict) else [value])
+    return found
