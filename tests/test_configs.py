@@ -22,6 +22,9 @@ def test_every_schedule_option_validates(option, tmp_path):
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "callbacks").glob("*.yaml")))
 def test_every_callback_option_instantiates(option):
-    cfg = compose_train([f"callbacks=[default,{option}]", "output_dir=/tmp/x"])
+    needs = {"task_eval": ["callbacks.task_eval.tasks=[piqa]"]}  # its one mandatory value
+    cfg = compose_train(
+        [f"callbacks=[default,{option}]", *needs.get(option, []), "output_dir=/tmp/x"]
+    )
     built = [instantiate(entry) for entry in cfg.callbacks.values()]
     assert sum(isinstance(c, Rewarm) for c in built) == 1

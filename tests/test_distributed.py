@@ -1,15 +1,16 @@
 """DDP and FSDP2 on CPU processes: the same training as one process, sharded checkpoints read at
 another world size, the memory sharding saves, and the folders `init=ckpt:` and `cpt.export` read.
 
-Eight short real runs (`python -m cpt.train`, gloo) are shared by the tests of this module:
+Short real runs (`python -m cpt.train`, gloo) are shared by the tests of this module:
 
-    fsdp2   2 processes, steps 0-6, sharded checkpoints at steps 3 and 6
     one     1 process (no FSDP), steps 0-6, the same global batch by accumulation
-    same    2 processes resuming fsdp2's step 3 (with activation checkpointing), to step 6
+    fsdp2   2 processes, steps 0-6, sharded checkpoints at steps 3 and 6
+    ddp     2 DDP processes, steps 0-6
     down    1 process (no FSDP) resuming fsdp2's step 3, to step 6
+    same    2 processes resuming fsdp2's step 3 (with activation checkpointing), to step 6
+and for the slow tests:
     fsdp1   FSDP in 1 process, steps 0-6 (the same schedule), a sharded checkpoint at step 3
     up      2 processes resuming fsdp1's step 3, to step 6
-    ddp     2 DDP processes, steps 0-6
     grow    2 FSDP processes resuming one's step 3 (a single file), to step 6
 """
 
@@ -72,24 +73,26 @@ def train(out: Path, data_dir: Path, *overrides: str) -> dict:
     return finish(start(out, data_dir, *overrides), out)
 
 
+def run_phases(root: Path, data_dir: Path, phases: list[dict[str, tuple[str, ...]]]) -> None:
+    """Each phase's runs at once (each process is one thread; the machine has two cores)."""
+    for phase in phases:
+        started = {name: start(root / name, data_dir, *args) for name, args in phase.items()}
+        for name, process in started.items():
+            finish(process, root / name)
+
+
+STEP3 = "checkpoints/step0000003.ckpt"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir) -> dict[str, Path]:
-    """The runs above, a few at a time (each process is one thread; the machine has two cores)."""
     root = tmp_path_factory.mktemp("fsdp")
-    step3 = "checkpoints/step0000003.ckpt"
+    ddp = ("trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp")
     phases = [
+        {"one": ("trainer.max_steps=6",), "fsdp2": (*FSDP, *GAP, "trainer.max_steps=6")},
         {
-            "one": ("trainer.max_steps=6",),
-            "fsdp1": (*FSDP, "trainer.devices=1", "trainer.max_steps=6"),
-        },
-        {
-            "fsdp2": (*FSDP, *GAP, "trainer.max_steps=6"),
-            "ddp": (
-                "trainer.accelerator=cpu",
-                "trainer.devices=2",
-                "+trainer.strategy=ddp",
-                "trainer.max_steps=6",
-            ),
+            "ddp": (*ddp, "trainer.max_steps=6"),
+            "down": (*GAP, "trainer.max_steps=6", f"resume={root / 'fsdp2' / STEP3}"),
         },
         {
             "same": (
@@ -97,20 +100,27 @@ def runs(tmp_path_factory, data_dir) -> dict[str, Path]:
                 *GAP,
                 "trainer.max_steps=6",
                 "model.activation_checkpointing=true",
-                f"resume={root / 'fsdp2' / step3}",
-            ),
-            "down": (*GAP, "trainer.max_steps=6", f"resume={root / 'fsdp2' / step3}"),
-        },
-        {
-            "up": (*FSDP, "trainer.max_steps=6", f"resume={root / 'fsdp1' / step3}"),
-            "grow": (*FSDP, "trainer.max_steps=6", f"resume={root / 'one' / step3}"),
+                f"resume={root / 'fsdp2' / STEP3}",
+            )
         },
     ]
-    for phase in phases:
-        started = {name: start(root / name, data_dir, *args) for name, args in phase.items()}
-        for name, process in started.items():
-            finish(process, root / name)
+    run_phases(root, data_dir, phases)
     return {name: root / name for phase in phases for name in phase}
+
+
+@pytest.fixture(scope="module")
+def more_runs(runs, data_dir) -> dict[str, Path]:
+    """For the slow tests: 1 process to 2 (a sharded folder, and a single file)."""
+    root = runs["one"].parent
+    phases = [
+        {"fsdp1": (*FSDP, "trainer.devices=1", "trainer.max_steps=6")},
+        {
+            "up": (*FSDP, "trainer.max_steps=6", f"resume={root / 'fsdp1' / STEP3}"),
+            "grow": (*FSDP, "trainer.max_steps=6", f"resume={root / 'one' / STEP3}"),
+        },
+    ]
+    run_phases(root, data_dir, phases)
+    return {**runs, **{name: root / name for phase in phases for name in phase}}
 
 
 def summary(run: Path) -> dict:
@@ -191,11 +201,17 @@ def test_resuming_a_sharded_checkpoint_equals_the_uninterrupted_run(runs):
 
 
 @pytest.mark.parametrize(
-    ("run", "reference"), [("down", "fsdp2"), ("up", "fsdp2"), ("grow", "one")]
+    ("run", "reference"),
+    [
+        ("down", "fsdp2"),
+        pytest.param("up", "fsdp2", marks=pytest.mark.slow),
+        pytest.param("grow", "one", marks=pytest.mark.slow),
+    ],
 )
-def test_a_checkpoint_resumes_at_another_world_size(runs, run, reference):
+def test_a_checkpoint_resumes_at_another_world_size(request, run, reference):
     """A sharded folder of 2 processes in 1 (gathered whole, no FSDP) and of 1 in 2 (resharded
     on load); a single file of a run without FSDP in 2 FSDP processes (sharded by name)."""
+    runs = request.getfixturevalue("runs" if run == "down" else "more_runs")
     resumed, whole = summary(runs[run]), summary(runs[reference])
     assert resumed["resume"].endswith("step0000003.ckpt")
     assert resumed["steps"] == 6 and resumed["tokens"] == whole["tokens"]

@@ -275,3 +275,45 @@ def test_task_eval_refuses_unknown_tasks_before_training(tiny_run, trained):
     with pytest.raises(ConfigError, match=r"^callbacks.task_eval.tasks: unknown task 'no_such"):
         run(cfg)
     assert not Path(cfg.output_dir).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_task_eval_split_across_fsdp_ranks_equals_one_process(trained, tmp_path, data_dir):
+    """Two FSDP processes score half the requests each (and make the same number of forward
+    passes); the gathered accuracies equal those of one process."""
+    import os
+    import subprocess
+
+    from tests.helpers import REPO, cli
+
+    common = (
+        f"init=ckpt:{trained['ckpt']}",
+        "model=from_init",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        "data.global_batch_size=8",
+        "callbacks=[default,task_eval]",
+        "callbacks.task_eval.tasks=[cpt_test_mc,cpt_test_rolling]",
+        f"callbacks.task_eval.include_path={trained['tasks']}",
+    )
+    fsdp = ("trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2")
+    summaries = []
+    for name, extra in (("one", ()), ("two", fsdp)):
+        out = tmp_path / name
+        result = subprocess.run(
+            cli(out, data_dir, *common, *extra),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    one, two = summaries
+    assert two["geometry"]["world_size"] == 2 and "fsdp" in two
+    for key in ("initial_tasks", "final_tasks"):
+        assert one[key].keys() == two[key].keys() and one[key]
+        for metric, value in one[key].items():
+            assert two[key][metric] == pytest.approx(value, rel=1e-4), (key, metric)
