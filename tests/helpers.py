@@ -3,6 +3,9 @@ the command line of a small CPU run."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +33,30 @@ def cli(out: Path, data_dir: Path, *overrides: str) -> list[str]:
         f"hydra.run.dir={out}",
         *overrides,
     ]
+
+
+def start(out: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
+    """`cli(...)` started in the background, one thread per process (several share 2 cores)."""
+    return subprocess.Popen(
+        cli(out, data_dir, *overrides),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def finish(process: subprocess.Popen, out: Path) -> dict:
+    """Wait for a started run; it must succeed. Its `summary.json`."""
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+def train(out: Path, data_dir: Path, *overrides: str) -> dict:
+    """A run of `python -m cpt.train` to the end; its `summary.json`."""
+    return finish(start(out, data_dir, *overrides), out)
 
 
 class NaNOnRank(L.Callback):

@@ -38,7 +38,8 @@ from cpt.distributed import FSDP2
 from cpt.models.hf import CheckpointError
 from cpt.preflight import resolve_resume
 from cpt.train import run
-from tests.helpers import REPO, cli
+from tests import helpers
+from tests.helpers import REPO, cli, finish
 
 pytestmark = pytest.mark.distributed
 
@@ -53,20 +54,7 @@ FSDP = ("trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer
 
 
 def start(out: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli(out, data_dir, *COMMON, *overrides),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-
-
-def finish(process: subprocess.Popen, out: Path) -> dict:
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
-    return json.loads((out / "summary.json").read_text())
+    return helpers.start(out, data_dir, *COMMON, *overrides)
 
 
 def train(out: Path, data_dir: Path, *overrides: str) -> dict:

@@ -18,7 +18,7 @@ from cpt.checkpoints import read_lightning_checkpoint
 from cpt.config import ConfigError
 from cpt.module import NonFiniteLossError
 from cpt.train import run
-from tests.helpers import REPO, cli
+from tests.helpers import REPO, cli, train
 
 
 def test_resume_auto_and_finished_run_protection(tiny_run):
@@ -280,26 +280,18 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, data_dir):
     """Two DDP processes, a NaN loss on rank 1 alone at step 1: no rank updates at step 1 (the
     flag is reduced across ranks), the other steps train, the weights stay finite."""
     out = tmp_path / "ddp"
-    result = subprocess.run(
-        cli(
-            out,
-            data_dir,
-            "trainer.max_steps=3",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "+trainer.strategy=ddp",
-            "optim.on_nonfinite=skip",
-            "callbacks.checkpoint.every_n_train_steps=1",
-            "+callbacks.nan._target_=tests.helpers.NaNOnRank",
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    summary = train(
+        out,
+        data_dir,
+        "trainer.max_steps=3",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "+trainer.strategy=ddp",
+        "optim.on_nonfinite=skip",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "+callbacks.nan._target_=tests.helpers.NaNOnRank",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
+    assert summary["skipped_steps"] == 1
     after = [
         read_lightning_checkpoint(out / "checkpoints" / f"step{n:07d}.ckpt")["state_dict"]
         for n in (1, 2, 3)

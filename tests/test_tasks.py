@@ -282,10 +282,7 @@ def test_task_eval_refuses_unknown_tasks_before_training(tiny_run, trained):
 def test_task_eval_split_across_fsdp_ranks_equals_one_process(trained, tmp_path, data_dir):
     """Two FSDP processes score half the requests each (and make the same number of forward
     passes); the gathered accuracies equal those of one process."""
-    import os
-    import subprocess
-
-    from tests.helpers import REPO, cli
+    from tests.helpers import train
 
     common = (
         f"init=ckpt:{trained['ckpt']}",
@@ -298,19 +295,10 @@ def test_task_eval_split_across_fsdp_ranks_equals_one_process(trained, tmp_path,
         f"callbacks.task_eval.include_path={trained['tasks']}",
     )
     fsdp = ("trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2")
-    summaries = []
-    for name, extra in (("one", ()), ("two", fsdp)):
-        out = tmp_path / name
-        result = subprocess.run(
-            cli(out, data_dir, *common, *extra),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        summaries.append(json.loads((out / "summary.json").read_text()))
+    summaries = [
+        train(tmp_path / name, data_dir, *common, *extra)
+        for name, extra in (("one", ()), ("two", fsdp))
+    ]
     one, two = summaries
     assert two["geometry"]["world_size"] == 2 and "fsdp" in two
     for key in ("initial_tasks", "final_tasks"):
