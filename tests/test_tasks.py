@@ -305,3 +305,15 @@ def test_task_eval_split_across_fsdp_ranks_equals_one_process(trained, tmp_path,
         assert one[key].keys() == two[key].keys() and one[key]
         for metric, value in one[key].items():
             assert two[key][metric] == pytest.approx(value, rel=1e-4), (key, metric)
+
+
+def test_task_curves_travel_in_checkpoints():
+    from cpt.callbacks import TaskEval
+
+    first = TaskEval(tasks=["cpt_test_mc"])
+    first.curves = {"cpt_test_mc/acc": [(0, 0.25, 0.1), (5, 0.5, 0.1)]}
+    first.higher = {"cpt_test_mc/acc": True}
+    resumed = TaskEval(tasks=["cpt_test_mc"])
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))  # as a checkpoint holds it
+    assert resumed.curves == first.curves and resumed.higher == first.higher
+    assert resumed._last_step() == 5  # the step already measured is not measured again
