@@ -54,31 +54,24 @@ def _write_tasks(folder: Path) -> Path:
     }
     for name, lines in rows.items():
         (data / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    common = (
-        "dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {path}\ntest_split: test\n"
-    )
-    (folder / "cpt_test_mc.yaml").write_text(
-        "task: cpt_test_mc\n"
-        + common.format(path=data / "mc.jsonl")
-        + "output_type: multiple_choice\n"
+    specs = {  # task -> what follows its data files in the YAML
+        "mc": "output_type: multiple_choice\n"
         'doc_to_text: "{{context}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{answer}}"\n'
-        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
-    )
-    (folder / "cpt_test_rolling.yaml").write_text(
-        "task: cpt_test_rolling\n"
-        + common.format(path=data / "rolling.jsonl")
-        + "output_type: loglikelihood_rolling\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n",
+        "rolling": "output_type: loglikelihood_rolling\n"
         'doc_to_text: ""\ndoc_to_target: "{{text}}"\n'
-        "metric_list:\n  - metric: word_perplexity\n  - metric: bits_per_byte\n"
-    )
-    (folder / "cpt_test_gen.yaml").write_text(
-        "task: cpt_test_gen\n"
-        + common.format(path=data / "gen.jsonl")
-        + "output_type: generate_until\n"
+        "metric_list:\n  - metric: word_perplexity\n  - metric: bits_per_byte\n",
+        "gen": "output_type: generate_until\n"
         'doc_to_text: "{{context}}"\ndoc_to_target: "{{answer}}"\n'
         'generation_kwargs:\n  until: ["\\n\\n"]\n  max_gen_toks: 12\n  do_sample: false\n'
-        "metric_list:\n  - metric: exact_match\n"
-    )
+        "metric_list:\n  - metric: exact_match\n",
+    }
+    for name, rest in specs.items():
+        (folder / f"cpt_test_{name}.yaml").write_text(
+            f"task: cpt_test_{name}\ndataset_path: json\n"
+            f"dataset_kwargs:\n  data_files:\n    test: {data / name}.jsonl\ntest_split: test\n"
+            + rest
+        )
     return folder
 
 
