@@ -92,8 +92,9 @@ def replace(new: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def check_complete(path: str | Path) -> None:
-    """A folder every rank finished: `meta.pt`, `.metadata` and every shard it lists, whole."""
+def check_complete(path: str | Path) -> Any:
+    """A folder every rank finished: `meta.pt`, `.metadata` and every shard it lists, whole.
+    Returns the DCP metadata it read."""
     path = Path(path)
     if not (path / META).is_file() or not (path / ".metadata").is_file():
         raise CheckpointError(
@@ -118,6 +119,7 @@ def check_complete(path: str | Path) -> None:
             raise CheckpointError(
                 f"{path}: shard {name} is truncated ({shard.stat().st_size} bytes, expected {size})"
             )
+    return metadata
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -133,10 +135,9 @@ def read(path: str | Path, parts: Iterable[str] = TENSORS) -> dict[str, Any]:
     `torch.optim.Optimizer.load_state_dict` expects.
     """
     path = Path(path)
-    check_complete(path)
+    stored = check_complete(path).state_dict_metadata
     checkpoint = read_meta(path)
     parts = set(parts)
-    stored = FileSystemReader(path).read_metadata().state_dict_metadata
     tops = {key.split(".", 1)[0] for key in stored}
     keys = {k for k in tops if k == "state_dict" and "state_dict" in parts}
     keys |= {k for k in tops if k.startswith("optimizer_") and "optimizer_states" in parts}
