@@ -1,10 +1,14 @@
 """Exact, resumable data mixtures (replay): which windows of which source form every global batch.
 
 Per optimizer step, a global batch of `G = micro_batch x world_size x accumulate` windows holds
-`counts[i]` windows of source i, chosen by a largest-remainder rule on the quota
-`weight_i * G * (step + 1) - consumed_i`: every source's running count stays within one window of
-`weight_i * G * step`, whatever the weights (0.05/0.95 with G = 8 gives 0 or 1 replay windows per
-step, 2 in every 5 steps on average).
+`counts[i]` windows of source i. Every source's running count stays strictly within one window of
+its running target `sum of weight_i(step) * G`, whatever the weights and their schedule (0.05/0.95
+with G = 8 gives 0 or 1 replay windows per step, 2 in every 5 steps on average). The rule is
+earliest-deadline-first: the k-th window of source i may enter a batch once the target passes k - 1
+and must enter before the target reaches k; each step takes the G released windows with the
+earliest deadlines. Such an order exists for any weights (Tijdeman 1980, the chairman assignment
+problem) and EDF finds one whenever one exists; a largest-remainder rule on each step's quota
+does not (weights 1, 1, 1, 1/16, 1/16 with G = 1 drift 1.04 windows).
 
 Within a source, windows are drawn in a seeded permutation per epoch (a source smaller than its
 share is repeated, each epoch in a new order); a source may be capped to a fixed, seeded subset
@@ -30,6 +34,10 @@ class MixtureSource:
     weight: float
     num_windows: int  # windows available in the source's training split
     allowed: np.ndarray | None = None  # restrict draws to these window ids (cap or seen-by)
+
+
+HORIZON = 1 << 14  # steps ahead a deadline is looked for; a later one counts as none
+EPS = 1e-6  # slack on cumulative float targets
 
 
 def largest_remainder(quotas: np.ndarray, total: int) -> np.ndarray:
@@ -103,22 +111,54 @@ class Mixture:
         """
         while self._known <= step:
             s = self._known - 1  # the step whose global batch is apportioned now
-            # the target is cumulative: what the weights of every step so far add up to
-            if self._weights_at is None:
-                self._target = self.weights * self.global_batch * (s + 1)
-            else:
-                self._target = self._target + self.weights_at(s) * self.global_batch
-            done = self._history[s]
             if self._known == len(self._history):
                 self._history = np.concatenate([self._history, np.zeros_like(self._history)])
-            self._history[s + 1] = done + largest_remainder(self._target - done, self.global_batch)
+            done = self._history[s]
+            self._history[s + 1] = done + self._apportion(s, done)
             self._known += 1
         return self._history[step].copy()
+
+    def _apportion(self, s: int, done: np.ndarray) -> np.ndarray:
+        """Counts of step `s`: the G released windows with the earliest deadlines."""
+        after = self._targets(s + 1, s + 2)[0]
+        released = np.clip(np.ceil(after - EPS).astype(np.int64) - done, 0, self.global_batch)
+        source = np.repeat(np.arange(len(self.sources)), released)
+        deadline = np.concatenate(
+            [self._deadlines(s, i, done[i] + np.arange(1, r + 1)) for i, r in enumerate(released)]
+        )
+        # lexsort is stable: within a source the earlier windows come first
+        chosen = source[np.lexsort((source, deadline))[: self.global_batch]]
+        counts = np.bincount(chosen, minlength=len(self.sources)).astype(np.int64)
+        short = self.global_batch - int(counts.sum())
+        if short:  # float rounding released too few: top up by what is still owed
+            counts += largest_remainder(after - done - counts, short)
+        return counts
+
+    def _deadlines(self, s: int, source: int, draws: np.ndarray) -> np.ndarray:
+        """The first step boundary at which the target reaches each draw (by then it is due)."""
+        if self._weights_at is None:
+            rate = self.weights[source] * self.global_batch
+            return np.ceil((draws - EPS) / rate) if rate > 0 else np.full(len(draws), np.inf)
+        ahead = self._targets(s + 1, s + 1 + HORIZON)[:, source]
+        return s + 1 + np.searchsorted(ahead, draws - EPS, side="left").astype(np.float64)
+
+    def _targets(self, start: int, stop: int) -> np.ndarray:
+        """Row j: the running target before step start + j (the sum of every earlier step's quota)."""
+        if self._weights_at is None:
+            return np.arange(start, stop)[:, None] * (self.weights * self.global_batch)[None, :]
+        while len(self._cumulative) < stop:
+            b = len(self._cumulative)
+            grown = np.empty((max(b, 1024), len(self.sources)))
+            grown[0] = self._cumulative[-1] + self.weights_at(b - 1) * self.global_batch
+            for j in range(1, len(grown)):
+                grown[j] = grown[j - 1] + self.weights_at(b - 1 + j) * self.global_batch
+            self._cumulative = np.concatenate([self._cumulative, grown])
+        return self._cumulative[start:stop]
 
     def _reset(self) -> None:
         self._history = np.zeros((1024, len(self.sources)), dtype=np.int64)  # row s: before step s
         self._known = 1
-        self._target = np.zeros(len(self.sources))
+        self._cumulative = np.zeros((1, len(self.sources)))  # row b: target before step b
 
     def window(self, source: int, draw: int) -> int:
         """The window id of the `draw`-th window taken from `source` (epoch-wise permutations)."""
