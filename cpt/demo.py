@@ -2,9 +2,9 @@
 
 `python -m cpt.demo` (what `make demo` runs) needs no download: both corpora come with Python and
 the tokenizer is trained here. It runs `cpt.train` twice, exactly as a user would: pre-training,
-then continual pre-training re-warmed, with 25 % replay and the stability-gap monitor. It prints
-the upstream and downstream validation loss before and after CPT beside the gap metrics, and saves
-the figures.
+then continual pre-training re-warmed, with 25 % replay, the stability-gap monitor and the built-in
+next-line tasks in the loop. It prints the upstream and downstream validation loss and task scores
+before and after CPT beside the gap metrics, and saves the figures.
 Extra arguments are Hydra overrides passed to both runs (e.g. `trainer.max_steps=50`).
 """
 
@@ -43,6 +43,26 @@ def table(summary: dict) -> str:
             recovered = "never" if g["recovery_step"] is None else str(g["recovery_step"])
             line += f"{g['peak']:>10.3f}{g['peak_step']:>9}{recovered:>11}{g['gap_area']:>10.1f}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def task_table(summary: dict) -> str:
+    """Task scores before and after continual pre-training, and their gap (a drop), per metric."""
+    before, after = summary.get("initial_tasks", {}), summary.get("final_tasks", {})
+    gap = summary.get("task_gap", {})
+    width = max([len(name) for name in before] + [12]) + 2
+    header = (
+        f"{'task/metric':<{width}}{'before CPT':>12}{'after CPT':>12}{'change':>10}"
+        f"{'gap low':>10}{'at step':>9}{'recovered':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    for name in before:
+        b, a, g = before[name], after[name], gap.get(name, {})
+        recovered = "never" if g.get("recovery_step", 0) is None else str(g.get("recovery_step"))
+        lines.append(
+            f"{name:<{width}}{b:>12.3f}{a:>12.3f}{a - b:>+10.3f}"
+            f"{g.get('peak', b):>10.3f}{g.get('peak_step', 0):>9}{recovered:>11}"
+        )
     return "\n".join(lines)
 
 
@@ -89,6 +109,20 @@ def main(argv: list[str] | None = None) -> dict:
         "held-out batches: peak loss, its step, the step the loss is back at its start, area:"
     )
     print(table(summary))
+    if summary.get("initial_tasks"):
+        print(
+            "\nBuilt-in tasks (lm-eval; the true next line of a held-out document among four, "
+            "chance 0.25;\nacc_norm scores per character), before and after CPT, and the "
+            "lowest point of the first drop:"
+        )
+        print(task_table(summary))
+        cost = summary["task_eval"]
+        print(
+            f"task evaluation: {cost['evaluations']} evaluations, {cost['seconds']:.0f} s of the "
+            f"CPT run's {summary['wall_time_s']:.0f} s "
+            f"({cost['seconds'] / summary['wall_time_s']:.0%}; "
+            f"{cost['seconds'] / max(cost['evaluations'], 1) / summary['wall_time_s']:.1%} each)"
+        )
     print(f"\nfigures: {figure}, {out / 'cpt' / 'stability_gap.png'}")
     print(f"demo wall time: {time.time() - started:.0f} s")
     return summary

@@ -4,6 +4,8 @@
         include_path=my_tasks/ limit=200
     python -m cpt.evaluate hf=/models/pythia-410m tasks=[hellaswag,arc_easy,piqa] precision=bf16
 
+The built-in tasks `next_line_<domain>` (`cpt/tasks/next_line.py`) of a `ckpt=` are made from that
+run's held-out documents, found by the checkpoint's data record under `data_dir=`.
 The model is a `.ckpt` file, a sharded checkpoint folder (`ckpt=`) or a Hugging Face folder or hub
 id (`hf=`); tasks, prompts and metrics are lm-eval's own (its task YAMLs, and a user's through
 `include_path`). It prints lm-eval's table and writes lm-eval's results (`results.json`:
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ OPTIONS = {
     "hf": None,  # a Hugging Face folder or hub id (downloaded only then)
     "tasks": None,  # lm-eval task or group names
     "include_path": None,  # a folder of the user's lm-eval task YAMLs
+    "data_dir": None,  # prepared datasets, for next_line_<domain>; default: $CPT_DATA_DIR or data
     "limit": None,  # examples per task: a count >= 1 or a fraction in (0, 1]
     "num_fewshot": None,
     "batch_size": 32,
@@ -70,31 +74,46 @@ def check_limit(limit: Any) -> None:
         raise EvalInputError(f"limit: a fraction must be in (0, 1], got {limit}")
 
 
-def task_manager(include_path: str | None) -> Any:
-    """lm-eval's task index, with the user's folder; a folder without YAMLs is refused."""
-    if include_path is None:
-        return _index(None)
-    folder = Path(include_path).expanduser().resolve()
-    if not folder.is_dir():
-        raise EvalInputError(f"include_path: {folder}: no such folder")
-    if not any(folder.rglob("*.yaml")):
-        raise EvalInputError(f"include_path: {folder}: no task YAML files in it")
-    return _index(str(folder))
+def task_manager(include_path: str | None, *generated: Path) -> Any:
+    """lm-eval's task index, with the user's folder (a folder without YAMLs is refused) and the
+    folders of built-in tasks written for this run."""
+    folders = [str(Path(f).resolve()) for f in generated]
+    if include_path is not None:
+        folder = Path(include_path).expanduser().resolve()
+        if not folder.is_dir():
+            raise EvalInputError(f"include_path: {folder}: no such folder")
+        if not any(folder.rglob("*.yaml")):
+            raise EvalInputError(f"include_path: {folder}: no task YAML files in it")
+        folders.insert(0, str(folder))
+    return _index(tuple(folders))
 
 
 @functools.lru_cache(maxsize=4)
-def _index(folder: str | None) -> Any:
-    """Indexing lm-eval's ~15k task files takes seconds: once per folder and process."""
+def _index(folders: tuple[str, ...]) -> Any:
+    """Indexing lm-eval's ~15k task files takes seconds: once per set of folders and process."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=folder) if folder else TaskManager()
+    return TaskManager(include_path=list(folders)) if folders else TaskManager()
 
 
-def check_tasks(tasks: list[str], manager: Any) -> None:
-    """Every name is a task lm-eval knows."""
+def check_tasks(tasks: list[str], manager: Any, domains: list[str] | None = None) -> None:
+    """Every name is a task lm-eval knows, or a built-in task of one of the run's `domains`."""
+    from cpt.tasks.next_line import domain_of, task_name
+
     known = set(manager.all_tasks)
     for name in tasks:
-        if name not in known:
+        domain = domain_of(name)
+        if name not in known and domain is not None and domain not in (domains or []):
+            builtin = [task_name(d) for d in domains or []]
+            raise EvalInputError(
+                f"tasks: {name!r} is a built-in next-line task of a domain {domain!r} this run "
+                f"does not have; expected one of {builtin}"
+                if domains
+                else f"tasks: {name!r} is a built-in task made from a cpt run's held-out "
+                "documents; evaluate that run's checkpoint (ckpt=) or name the task folder it "
+                "wrote (include_path=)"
+            )
+        if name not in known and domain is None:
             raise EvalInputError(
                 f"tasks: unknown task {name!r}; expected an lm-eval task, group or tag "
                 "(lm_eval --tasks list) or one in include_path"
@@ -149,10 +168,17 @@ def evaluate(args: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     from lm_eval.utils import handle_non_serializable
 
     from cpt.tasks.harness import HarnessLM
+    from cpt.tasks.next_line import domain_of, write_tasks
 
     manager = task_manager(args["include_path"])
-    check_tasks(args["tasks"], manager)  # before any weights are read
+    builtin = [t for t in args["tasks"] if t not in manager.all_tasks and domain_of(t)]
+    prepared = run_datasets(args) if builtin else {}
+    check_tasks(args["tasks"], manager, list(prepared))  # before any weights are read
     model, tokenizer = load(args)
+    if builtin:
+        manager = task_manager(
+            args["include_path"], write_tasks(data_root(args), prepared, tokenizer)
+        )
     check_decodes(args["tasks"], manager, tokenizer)
     device = next(model.parameters()).device
     bf16 = str(args["precision"]) == "bf16"
@@ -176,6 +202,31 @@ def evaluate(args: dict[str, Any]) -> tuple[dict[str, Any], Path]:
         json.dumps(results, indent=2, default=handle_non_serializable) + "\n"
     )
     return results, out
+
+
+def data_root(args: dict[str, Any]) -> Path:
+    return Path(args["data_dir"] or os.environ.get("CPT_DATA_DIR", "data")).expanduser()
+
+
+def run_datasets(args: dict[str, Any]) -> dict[str, Any]:
+    """The prepared datasets of the checkpoint's run, by domain (their held-out documents make the
+    built-in tasks)."""
+    from cpt.checkpoints import read_lightning_checkpoint
+    from cpt.data.shards import is_prepared, load_prepared
+
+    if args["ckpt"] is None:
+        return {}
+    state = read_lightning_checkpoint(args["ckpt"], parts=()).get("CPTDataModule") or {}
+    prepared = {}
+    for domain, split in (state.get("splits") or {}).items():
+        folder = data_root(args) / split["dataset"]
+        if not is_prepared(folder):
+            raise EvalInputError(
+                f"data_dir: {folder}: the run's prepared {domain!r} data is not there; its "
+                "held-out documents make the built-in tasks (name the folder with data_dir=)"
+            )
+        prepared[domain] = load_prepared(folder)
+    return prepared
 
 
 def main(argv: list[str] | None = None) -> None:

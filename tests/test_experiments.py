@@ -66,7 +66,17 @@ def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path):
     cfg = compose_experiment(name, *FAST, f"data.dir={data_dir}", f"output_dir={tmp_path / 'run'}")
     if cfg.data.mixture:  # a recipe training on a mixture keeps it (the built-in domains match)
         assert set(cfg.data.mixture) <= set(cfg.data.domains)
+    in_loop = "_target_" in cfg.callbacks.get("task_eval", {})
+    assert in_loop == (name != "demo_pretrain")  # every CPT recipe evaluates tasks in the loop
+    if in_loop:  # the hub's benchmarks need a download: the built-in ones
+        if not name.endswith("_cpu"):
+            cfg.callbacks.task_eval.tasks = ["next_line_downstream"]
+        cfg.callbacks.task_eval.limit = 20
     summary = run(cfg)
+    if in_loop:
+        assert {"next_line_downstream/acc", "next_line_downstream/acc_norm"} <= set(
+            summary["final_tasks"]
+        )
     assert summary["steps"] == 3
     assert set(summary["final_val_loss"]) == {"upstream", "downstream"}
     assert json.loads((Path(cfg.output_dir) / "summary.json").read_text())["steps"] == 3

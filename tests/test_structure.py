@@ -74,6 +74,12 @@ def test_models_know_no_data_callbacks_module_or_lightning(module):
     assert sorted(m for m in reached if "lightning" in THIRD_PARTY[m]) == []
 
 
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("cpt.tasks")))
+def test_tasks_know_data_and_models_but_not_the_training_loop(module):
+    forbidden = ("cpt.callbacks", "cpt.module", "cpt.train", "cpt.checkpoints")
+    assert sorted(m for m in _reach(module) | {module} if m.startswith(forbidden)) == []
+
+
 def test_every_file_stays_under_400_lines():
     long = {
         str(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400

@@ -175,9 +175,16 @@ class StabilityGap(L.Callback):
                 for key, value in m.items()
             }
             logger.log_metrics(flat, step=trainer.global_step)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After every callback's `on_train_end`: the task curves are measured by then."""
         if self.plot and trainer.is_global_zero and self.curves:
             folder = Path(self.output_dir or trainer.default_root_dir)
-            self.figure = plot_gap(self.curves, self.metrics, folder / "stability_gap.png")
+            tasks: dict[str, Any] = {}
+            for callback in trainer.callbacks:
+                if hasattr(callback, "gap_curves"):
+                    tasks.update(callback.gap_curves())
+            self.figure = plot_gap(self.curves, self.metrics, folder / "stability_gap.png", tasks)
 
     def summary(self) -> dict[str, Any]:
         """The callback protocol: what this callback adds to `summary.json`."""
@@ -196,19 +203,52 @@ def _point(p: Any) -> tuple[int, float, float]:
 
 
 def plot_gap(
-    curves: dict[str, list[tuple[int, float]]], metrics: dict[str, dict[str, Any]], path: Path
+    curves: dict[str, list[tuple[int, float, float]]],
+    metrics: dict[str, dict[str, Any]],
+    path: Path,
+    tasks: dict[str, tuple[list[tuple[int, float, float]], dict[str, Any]]] | None = None,
 ) -> Path:
+    """The loss curves of the first steps; with `tasks` (name -> (curve, gap metrics)) a second
+    panel of task scores beside them, on the same step axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    panels = 2 if tasks else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+    _panel(axes[0][0], curves, metrics, "held-out loss", "domain")
+    axes[0][0].set_title(
+        "stability gap: dotted lines are the losses before continual pre-training;\n"
+        "bands: 2 standard errors of the monitor's held-out windows",
+        fontsize=9,
+    )
+    if tasks:
+        _panel(
+            axes[0][1],
+            {name: curve for name, (curve, _) in tasks.items()},
+            {name: m for name, (_, m) in tasks.items()},
+            "task score (higher is better)",
+            "task/metric",
+        )
+        axes[0][1].set_title(
+            "on tasks the gap is a drop below the dotted start;\n"
+            "bands: 2 standard errors of lm-eval's score",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _panel(ax: Any, curves: dict[str, Any], metrics: dict[str, Any], ylabel: str, title: str):
     for name, curve in curves.items():
-        steps, losses, stderrs = zip(*curve)
-        line = ax.plot(steps, losses, marker=".", label=name)[0]
-        low = [v - 2 * e for v, e in zip(losses, stderrs)]
-        high = [v + 2 * e for v, e in zip(losses, stderrs)]
+        steps, values, stderrs = zip(*curve)
+        line = ax.plot(steps, values, marker=".", label=name)[0]
+        low = [v - 2 * e for v, e in zip(values, stderrs)]
+        high = [v + 2 * e for v, e in zip(values, stderrs)]
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
         m = metrics[name]
         ax.axhline(m["initial"], color=line.get_color(), linestyle=":", linewidth=1)
@@ -222,16 +262,6 @@ def plot_gap(
     ax.set_xscale("symlog", linthresh=20)
     ax.set_xlim(left=0)
     ax.set_xlabel("optimizer step (linear to 20, then log)")
-    ax.set_ylabel("held-out loss")
-    ax.set_title(
-        "stability gap: dotted lines are the losses before continual pre-training;\n"
-        "bands: 2 standard errors of the monitor's held-out windows",
-        fontsize=9,
-    )
-    ax.legend(title="domain")
+    ax.set_ylabel(ylabel)
+    ax.legend(title=title, fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

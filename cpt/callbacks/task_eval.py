@@ -12,8 +12,12 @@ drop below the start), into `summary.json` as `task_gap`, with the first and las
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -35,15 +39,18 @@ class TaskEval(L.Callback):
         at_validation: bool = True,
         num_fewshot: int | None = None,
         batch_size: int = 32,
+        domains: list[str] | None = None,
     ) -> None:
         self.tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         self.include_path, self.limit, self.num_fewshot = include_path, limit, num_fewshot
         self.dense = [list(p) for p in (dense if dense is not None else [[20, 1], [200, 5]])]
         self.every, self.at_validation, self.batch_size = every, at_validation, batch_size
+        self.domains = list(domains or [])  # the run's data domains: next_line_<domain> exists
         self.curves: dict[str, list[tuple[int, float, float]]] = {}
         self.higher: dict[str, bool] = {}
         self.metrics: dict[str, dict[str, Any]] = {}
         self._steps: set[int] = set()
+        self.seconds, self.evaluations = 0.0, 0  # what the evaluations cost this process
         self._tasks: Any = None  # lm-eval's task objects, built once
 
     def check(self, geometry: BatchGeometry) -> None:
@@ -54,7 +61,7 @@ class TaskEval(L.Callback):
             raise ValueError("callbacks.task_eval.tasks: expected at least one lm-eval task")
         try:
             check_limit(self.limit)
-            check_tasks(self.tasks, task_manager(self.include_path))
+            check_tasks(self.tasks, task_manager(self.include_path), self.domains)
         except EvalInputError as err:
             raise ValueError(f"callbacks.task_eval.{err}") from None
 
@@ -62,8 +69,15 @@ class TaskEval(L.Callback):
         from lm_eval.tasks import get_task_dict
 
         from cpt.evaluate import EvalInputError, check_decodes, task_manager
+        from cpt.tasks.next_line import domain_of, write_tasks
 
         manager = task_manager(self.include_path)
+        if any(t not in manager.all_tasks and domain_of(t) for t in self.tasks):
+            data = trainer.datamodule  # prepared: the entry point prepares before fit
+            folder = write_tasks(data.root, data.prepared, data.tokenizer)
+            manager = task_manager(self.include_path, folder)
+            if trainer.is_global_zero:
+                log.info("built-in tasks in %s", folder)
         try:
             check_decodes(self.tasks, manager, trainer.datamodule.tokenizer)
         except EvalInputError as err:
@@ -94,6 +108,7 @@ class TaskEval(L.Callback):
 
         from cpt.tasks.harness import HarnessLM
 
+        started = time.perf_counter()
         was_training = pl_module.training
         pl_module.eval()
         lm = HarnessLM(
@@ -101,19 +116,23 @@ class TaskEval(L.Callback):
             trainer.datamodule.tokenizer,
             context=trainer.precision_plugin.forward_context,
             batch_size=self.batch_size,
+            quiet=True,
         )
         try:
-            results = evaluate(
-                lm=lm,
-                task_dict=self._tasks,
-                limit=self.limit,
-                log_samples=False,
-                bootstrap_iters=100,  # accuracy's standard error is exact; others resampled
-                verbosity="ERROR",
-            )
+            with _quiet():
+                results = evaluate(
+                    lm=lm,
+                    task_dict=self._tasks,
+                    limit=self.limit,
+                    log_samples=False,
+                    bootstrap_iters=100,  # accuracy's standard error is exact; others resampled
+                    verbosity="ERROR",
+                )
         finally:
             if was_training:
                 pl_module.train()
+            self.seconds += time.perf_counter() - started
+            self.evaluations += 1
         measured = {}
         for task, values in results["results"].items():
             higher = results.get("higher_is_better", {}).get(task, {})
@@ -152,12 +171,23 @@ class TaskEval(L.Callback):
             }
             logger.log_metrics(flat, step=trainer.global_step)
 
+    def gap_curves(self) -> dict[str, tuple[list[tuple[int, float, float]], dict[str, Any]]]:
+        """The curves the stability-gap figure draws: each task's first metric (acc_norm where
+        lm-eval reports it: the choices of a multiple-choice task differ in length)."""
+        chosen: dict[str, str] = {}
+        for name in self.curves:
+            task = name.split("/")[0]
+            if task not in chosen or name.split("/")[1] == "acc_norm":
+                chosen[task] = name
+        return {n: (self.curves[n], self.metrics[n]) for n in chosen.values() if n in self.metrics}
+
     def summary(self) -> dict[str, Any]:
         """The callback protocol: what this callback adds to `summary.json`."""
         return {
             "task_gap": self.metrics,
             "initial_tasks": {name: curve[0][1] for name, curve in self.curves.items()},
             "final_tasks": {name: curve[-1][1] for name, curve in self.curves.items()},
+            "task_eval": {"evaluations": self.evaluations, "seconds": round(self.seconds, 2)},
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -172,6 +202,24 @@ class TaskEval(L.Callback):
             for k, v in state.get("curves", {}).items()
         }
         self.higher = {k: bool(v) for k, v in state.get("higher", {}).items()}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """lm-eval 0.4 logs every evaluation at INFO and draws two progress bars per task, with no
+    switch: inside the training loop they would bury the training's own progress bar."""
+    import lm_eval.api.task as lm_eval_task
+    from tqdm import tqdm
+
+    logger = logging.getLogger("lm_eval")
+    level, bar = logger.level, lm_eval_task.tqdm
+    logger.setLevel(logging.WARNING)
+    lm_eval_task.tqdm = functools.partial(tqdm, disable=True)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        lm_eval_task.tqdm = bar
 
 
 def _leaves(tasks: dict[Any, Any]) -> list[Any]:

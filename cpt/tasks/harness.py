@@ -39,8 +39,10 @@ class HarnessLM(TemplateLM):
         context: Callable[[], Any] | None = None,
         batch_size: int = 32,
         logit_budget: int = 2**27,
+        quiet: bool = False,
     ) -> None:
         super().__init__()
+        self.quiet = quiet  # no progress bars (inside the training loop)
         self.model, self.tokenizer_ = model, tokenizer
         self.context = context or contextlib.nullcontext
         self.batch_size, self.logit_budget = batch_size, logit_budget
@@ -63,6 +65,9 @@ class HarnessLM(TemplateLM):
 
     def tok_decode(self, tokens: list[int]) -> str:
         return self.tokenizer_.decode(tokens, skip_special_tokens=False)
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Scored]:
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or self.quiet)
 
     def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False, **kwargs):
         """(sum of log p(continuation), whether it is the greedy continuation) per request."""
@@ -164,13 +169,21 @@ class HarnessLM(TemplateLM):
             spans.append((len(whole) - len(continuation), len(continuation)))
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
-        logprobs = F.log_softmax(self._forward(ids), dim=-1).cpu()
-        out = {}
-        for row, index, (start, count) in zip(range(len(batch)), batch, spans):
-            target = torch.tensor(pairs[index][1][-count:])
-            scores = logprobs[row, start : start + count]
-            picked = scores.gather(1, target[:, None])[:, 0]
-            out[index] = (float(picked.sum()), bool((scores.argmax(-1) == target).all()))
+        logits = self._forward(ids)
+        # only the continuations' positions: one log-softmax over those rows, not the whole batch
+        row = torch.tensor([r for r, (_, count) in enumerate(spans) for _ in range(count)])
+        col = torch.tensor([start + k for start, count in spans for k in range(count)])
+        picked_logits = logits[row.to(logits.device), col.to(logits.device)]
+        logprobs = F.log_softmax(picked_logits, dim=-1).cpu()
+        targets = torch.tensor(
+            [t for index, (_, count) in zip(batch, spans) for t in pairs[index][1][-count:]]
+        )
+        picked = logprobs.gather(1, targets[:, None])[:, 0]
+        greedy = logprobs.argmax(-1) == targets
+        out, at = {}, 0
+        for index, (_, count) in zip(batch, spans):
+            out[index] = (float(picked[at : at + count].sum()), bool(greedy[at : at + count].all()))
+            at += count
         return out
 
 
