@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo sweep-demo reproduce test test-slow lint format clean
+.PHONY: install demo sweep-demo reproduce sync test test-slow lint format clean
 PAPER ?= all
 
 $(STAMP): setup.cfg pyproject.toml
@@ -25,6 +25,9 @@ sweep-demo: $(STAMP)
 
 reproduce: $(STAMP)  # make reproduce PAPER=gupta2023|ibrahim2024_replay|ibrahim2024_infinite|guo2024|all
 	$(PY) scripts/reproduce.py $(PAPER)
+
+sync: $(STAMP)  # make sync SWEEP=outputs/multirun/<date>/<time>: wandb sync every offline run
+	$(PY) -m cpt.analysis.sync $(SWEEP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

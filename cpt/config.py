@@ -10,7 +10,6 @@ complaint comes out as one line naming the full key (`schedule.warmup: ...`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from cpt.analysis.dashboard import DashboardConfig
 from cpt.data.config import DataConfig
 from cpt.geometry import BatchGeometry
 from cpt.models.options import ModelOptions
 from cpt.models.presets import preset_names
 from cpt.module import OptimConfig
+from cpt.naming import job_name, short_dirname
 from cpt.schedules import ScheduleSpec
 
 
@@ -48,6 +49,7 @@ class TrainConfig:
     overwrite: bool = False  # allow an output_dir that already holds a finished run
     seed: int = 1234
     eval_before_fit: bool = True  # validate every domain at step 0 (the "before" of CPT)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     output_dir: str = MISSING
 
     def __post_init__(self) -> None:
@@ -86,6 +88,8 @@ def register() -> None:
         store.store(group="model", name=name, node={"name": name})
     if not OmegaConf.has_resolver("short_dirname"):
         OmegaConf.register_new_resolver("short_dirname", short_dirname)
+    if not OmegaConf.has_resolver("job_name"):
+        OmegaConf.register_new_resolver("job_name", job_name)
     if not OmegaConf.has_resolver("run_tokens"):
         OmegaConf.register_new_resolver("run_tokens", run_tokens)
 
@@ -125,19 +129,3 @@ def run_tokens(fraction: float = 1.0, *, _root_: DictConfig) -> int:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return max(1, int(geometry.total_tokens * fraction))
-
-
-def short_dirname(override_dirname: str, limit: int = 120) -> str:
-    """A job folder name from its overrides: last key component only, at most `limit` characters.
-
-    `optim.max_lr=0.0003,callbacks.replay.fraction=0.05` -> `max_lr=0.0003,fraction=0.05`; a longer
-    name is cut and ends with a hash of the whole, so two jobs never share a folder.
-    """
-    parts = []
-    for item in override_dirname.split(","):
-        key, sep, value = item.partition("=")
-        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}" if sep else item)
-    name = ",".join(parts).replace("/", "-").replace("\\", "")
-    if len(name) <= limit:
-        return name
-    return f"{name[: limit - 9]}~{hashlib.sha1(override_dirname.encode()).hexdigest()[:8]}"

@@ -180,6 +180,7 @@ class CPTModule(L.LightningModule):
             self.last_val[domain] = loss
             self.log(f"val/{domain}/loss", loss, add_dataloader_idx=False)
             self.log(f"val/{domain}/ppl", math.exp(min(loss, 50.0)), add_dataloader_idx=False)
+        self.log("val/tokens", float(self.tokens_seen))  # the x of loss-against-tokens panels
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optim = self.hparams.optim

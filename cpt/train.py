@@ -30,6 +30,7 @@ from cpt.checkpoints import AtomicCheckpointIO, load_into, reference_scorer
 from cpt.data.datamodule import CPTDataModule
 from cpt.data.quality import reference_key, select_windows
 from cpt.data.tokenizer import TokenizerError
+from cpt.loggers import publish_summary, run_config
 from cpt.module import CPTModule
 from cpt.preflight import USER_ERRORS, Built
 
@@ -77,7 +78,7 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     datamodule.tokenizer.save(str(out / "tokenizer.json"))  # a run folder is self-contained
     loggers = preflight.instantiate_all(cfg.logger)
     for logger in loggers:
-        logger.log_hyperparams(resolved)
+        logger.log_hyperparams(run_config(resolved))
     trainer = L.Trainer(
         **built.trainer_args,
         callbacks=built.callbacks,
@@ -114,6 +115,7 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
                 summary.update(part.summary())
         if trainer.is_global_zero:
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            publish_summary(loggers, summary)
         finished = True
         return summary
     finally:

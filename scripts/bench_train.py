@@ -16,8 +16,14 @@ use the same optimizer, so the comparison is of the model code (attention, loss 
   `MALLOC_MMAP_THRESHOLD_=65536` (`peak_memory_ratio`: large blocks go back to the system when
   freed, so the resident peak follows the live tensors, as CUDA's figure does).
 
+- The limit: before the models, a worker on the same threads times a square matmul (2048^3 by
+  default) in fp32 and in bf16; `peak_fraction` is a side's model FLOP/s (6 N + 12 L d T per
+  token, `cpt/callbacks/throughput.py`) over the matmul rate of its precision (bf16 for bf16
+  autocast). On CUDA, `mfu=` is against the datasheet's bf16 peak as well (`--peak-tflops`).
+
 The last lines, one per case, are machine readable (ours / transformers):
-`case=cpu-fp32 tokens_per_s_ratio=1.31 peak_memory_ratio=0.52 tokens_per_s=... [mfu=...]`.
+`case=cpu-fp32 peak_fraction=0.77 hf_peak_fraction=0.61 tokens_per_s_ratio=1.31
+peak_memory_ratio=0.52 tokens_per_s=... [mfu=...]`.
 """
 
 from __future__ import annotations
@@ -141,6 +147,25 @@ def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     return {"peak_bytes": _rss_bytes("VmHWM") - baseline}
 
 
+def peak_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """The machine's limit on these threads: a square matmul's FLOP/s per precision (median)."""
+    import torch
+
+    n, out = args.peak_size, {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(n, n, device=args.device, dtype=dtype)
+        b = torch.randn(n, n, device=args.device, dtype=dtype)
+        times = []
+        for _ in range(args.peak_repeats + 1):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        out[name] = 2 * n**3 / statistics.median(times[1:])  # the first run warms up
+    return out
+
+
 def spawn(
     args: argparse.Namespace, mode: str, side: str, hf_attention: str, env: dict | None = None
 ) -> dict[str, Any]:
@@ -156,6 +181,8 @@ def spawn(
         "attention": args.attention,
         "hf-attention": hf_attention,
         "side": side,
+        "peak-size": args.peak_size,
+        "peak-repeats": args.peak_repeats,
     }
     command = [sys.executable, __file__, "--worker", mode]
     command += [f"--{key}={value}" for key, value in options.items()]
@@ -179,6 +206,12 @@ def run_cases(args: argparse.Namespace) -> None:
     peak_tflops = args.peak_tflops or (PEAK_BF16_TFLOPS["H100"] if cuda else None)
     flops = model_flops_per_token(config_from_name(args.model), args.seq)
     tokens = args.batch * args.seq
+    limit = spawn(args, "peak", "none", "sdpa")  # measured first, on the same threads
+    print(
+        f"{args.device} matmul {args.peak_size}^3: fp32 {limit['fp32'] / 1e9:,.0f} GFLOP/s, "
+        f"bf16 {limit['bf16'] / 1e9:,.0f} GFLOP/s; model {flops / 1e6:,.0f} MFLOP per token",
+        flush=True,
+    )
     lines = []
     for precision in args.precisions.split(","):
         args.precision = precision
@@ -204,6 +237,8 @@ def run_cases(args: argparse.Namespace) -> None:
                 "ours": f"cpt ({args.attention}{', compiled' if args.compile else ''})",
                 "hf": f"transformers ({hf_attention})",
             }
+            matmul = limit["fp32" if precision == "fp32" else "bf16"]
+            fraction = {side: speed[side] * flops / matmul for side in speed}
             for side in ("ours", "hf"):
                 mfu = speed[side] * flops / (peak_tflops * 1e12) if peak_tflops else None
                 print(
@@ -215,6 +250,7 @@ def run_cases(args: argparse.Namespace) -> None:
                         if cuda
                         else f" ({statistics.median(peaks['rss', side]) / 2**30:.2f} GiB rss)"
                     )
+                    + f"  {fraction[side]:6.1%} of the matmul peak"
                     + (f"  MFU {mfu:6.1%}" if mfu is not None else ""),
                     flush=True,
                 )
@@ -223,7 +259,9 @@ def run_cases(args: argparse.Namespace) -> None:
             )
             mfu = f" mfu={speed['ours'] * flops / (peak_tflops * 1e12):.3f}" if peak_tflops else ""
             lines.append(
-                f"case={case} tokens_per_s_ratio={speed['ours'] / speed['hf']:.2f} "
+                f"case={case} peak_fraction={fraction['ours']:.3f} "
+                f"hf_peak_fraction={fraction['hf']:.3f} "
+                f"tokens_per_s_ratio={speed['ours'] / speed['hf']:.2f} "
                 f"peak_memory_ratio={peak['ours'] / peak['hf']:.2f}{rss} "
                 f"tokens_per_s={speed['ours']:.0f}{mfu}"
             )
@@ -233,7 +271,7 @@ def run_cases(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", choices=["speed", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["speed", "memory", "peak"], help=argparse.SUPPRESS)
     parser.add_argument("--side", default="both", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu")
@@ -254,11 +292,17 @@ def main() -> None:
     parser.add_argument("--activation-checkpointing", action="store_true", help="both sides")
     parser.add_argument("--loss", default="chunked", help="ours: chunked | plain")
     parser.add_argument("--peak-tflops", type=float, default=None, help="for MFU; 989 on H100/H200")
+    parser.add_argument(
+        "--peak-size", type=int, default=2048, help="the matmul that measures the limit"
+    )
+    parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls per precision")
     args = parser.parse_args()
     if args.worker == "speed":
         print(json.dumps(speed_worker(args)))
     elif args.worker == "memory":
         print(json.dumps(memory_worker(args)))
+    elif args.worker == "peak":
+        print(json.dumps(peak_worker(args)))
     else:
         run_cases(args)
 

@@ -1,13 +1,14 @@
 """`python -m cpt.analysis.collect <multirun folder>`: a sweep as two tidy tables.
 
 - `runs.csv`: one row per job: `run` (its folder), `status` (finished, failed, unfinished), the
-  Hydra overrides as columns, then the summary: final and initial validation loss per domain,
-  stability-gap metrics per domain, tokens (total and per source), steps, wall time, and for a
-  failed job its error.
+  Hydra overrides as columns, then the summary (`cpt/columns.py`): final and initial validation
+  loss and forgetting per domain, stability-gap metrics per domain, task scores, tokens (total and
+  per source), steps, wall time, and for a failed job its error.
 - `curves.csv`: the long table (run, step, tokens, domain, metric, value) of every validation,
   stability-gap and per-source training curve.
 Failed and unfinished jobs are listed, never dropped. `--wandb entity/project/group` builds the same
-run table from the wandb API instead, for runs that happened elsewhere (needs network and a key).
+two tables from the wandb API instead, for runs that happened elsewhere (needs network and a key);
+the column names are `cpt/columns.py`'s, which the wandb run summary uses too.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import argparse
 import csv
 import json
 import math
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cpt.columns import overrides_as_columns, summary_columns
 
 CURVE_PREFIXES = ("val/", "stability_gap/", "train/")
 
@@ -36,37 +41,9 @@ def _job_number(path: Path) -> int:
 
 
 def parse_overrides(job: Path) -> dict[str, Any]:
-    values = {}
-    for override in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key.startswith("hydra.") or key in ("output_dir", "data.dir"):
-            continue
-        try:
-            values[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            values[key] = value
-        if isinstance(values[key], (dict, list)):
-            values[key] = json.dumps(values[key])
-    return values
-
-
-def flatten_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for key in ("steps", "tokens", "wall_time_s", "parameters", "init"):
-        if key in summary:
-            row[key] = summary[key]
-    for domain, loss in summary.get("final_val_loss", {}).items():
-        row[f"final_loss/{domain}"] = loss
-    for domain, loss in summary.get("initial_val_loss", {}).items():
-        row[f"initial_loss/{domain}"] = loss
-    for source, tokens in summary.get("tokens_per_source", {}).items():
-        row[f"tokens/{source}"] = tokens
-    for source, weight in summary.get("mixture", {}).items():
-        row[f"weight/{source}"] = weight
-    for domain, metrics in summary.get("stability_gap", {}).items():
-        for key, value in metrics.items():
-            row[f"gap/{domain}/{key}"] = value
-    return row
+    return overrides_as_columns(
+        yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    )
 
 
 def collect_job(job: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -80,7 +57,7 @@ def collect_job(job: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, A
         row["status"] = "unfinished"
     row.update(parse_overrides(job))
     if row["status"] == "finished":
-        row.update(flatten_summary(json.loads((job / "summary.json").read_text())))
+        row.update(summary_columns(json.loads((job / "summary.json").read_text())))
     return row, read_curves(job, row["run"])
 
 
@@ -88,34 +65,44 @@ def read_curves(job: Path, run: str) -> list[dict[str, Any]]:
     metrics = job / "metrics.csv"
     if not metrics.is_file():
         return []
-    out, tokens = [], 0.0
     with metrics.open(newline="") as handle:
-        for record in csv.DictReader(handle):
-            if record.get("train/tokens"):
-                tokens = float(record["train/tokens"])
-            step = int(record["step"])
-            for key, value in record.items():
-                if not value or not key.startswith(CURVE_PREFIXES) or key.count("/") != 2:
-                    continue
-                kind, domain, metric = key.split("/")
-                if kind == "stability_gap" and metric != "loss":
-                    continue  # the gap's metrics, logged once at the end: in runs.csv instead
-                name = {
-                    "val": metric,
-                    "stability_gap": f"gap_{metric}",
-                    "train": f"train_{metric}",
-                }[kind]
-                out.append(
-                    {
-                        "run": run,
-                        "step": step,
-                        "tokens": tokens,
-                        "domain": domain,
-                        "metric": name,
-                        "value": float(value),
-                    }
-                )
+        return curves_from_records(csv.DictReader(handle), run)
+
+
+def curves_from_records(records: Iterable[dict[str, Any]], run: str) -> list[dict[str, Any]]:
+    """The long curves table from logged rows: `metrics.csv`'s (strings, `step`) or wandb's
+    history (numbers, `trainer/global_step`)."""
+    out, tokens = [], 0.0
+    for record in records:
+        if _present(record.get("train/tokens")):
+            tokens = float(record["train/tokens"])
+        step = record.get("step", record.get("trainer/global_step"))
+        if not _present(step):
+            continue
+        for key, value in sorted(record.items()):  # a row's keys: CSV column or wandb order
+            if not _present(value) or not key.startswith(CURVE_PREFIXES) or key.count("/") != 2:
+                continue
+            kind, domain, metric = key.split("/")
+            if kind == "stability_gap" and metric != "loss":
+                continue  # the gap's metrics, logged once at the end: in runs.csv instead
+            name = {"val": metric, "stability_gap": f"gap_{metric}", "train": f"train_{metric}"}
+            out.append(
+                {
+                    "run": run,
+                    "step": int(float(step)),
+                    "tokens": tokens,
+                    "domain": domain,
+                    "metric": name[kind],
+                    "value": float(value),
+                }
+            )
     return out
+
+
+def _present(value: Any) -> bool:
+    return (
+        value is not None and value != "" and not (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path, first: list[str]) -> None:
@@ -151,21 +138,60 @@ def collect(
     return target / "runs.csv", target / "curves.csv", runs
 
 
-def collect_wandb(path: str, out: str | Path) -> Path:
-    """`entity/project/group` -> runs.csv from the wandb API (summary metrics and config)."""
-    import wandb
+STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
 
-    entity, project, group = path.split("/", 2)
-    rows = []
-    for run in wandb.Api().runs(f"{entity}/{project}", filters={"group": group}):
-        row = {"run": run.name, "status": run.state}
-        row.update({k: v for k, v in run.config.items() if not isinstance(v, dict)})
-        row.update({k: v for k, v in run.summary.items() if isinstance(v, (int, float, str))})
+
+class WandbInputError(ValueError):
+    """A wandb group that cannot be read: one line, exit status 2."""
+
+
+def collect_wandb(
+    path: str, out: str | Path, api: Any = None
+) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """`entity/project/group` -> the same `runs.csv` and `curves.csv` as a sweep folder gives:
+    the overrides from each run's `overrides` config key, the summary columns from its
+    `cpt_summary`, the curves from its history (`cpt.loggers` records all three)."""
+    parts = path.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise WandbInputError(f"--wandb: expected entity/project/group, got {path!r}")
+    entity, project, group = parts
+    api = api or _api()
+    try:
+        found = list(api.runs(f"{entity}/{project}", filters={"group": group}))
+    except Exception as err:  # wandb raises its CommError or a ValueError for a missing project
+        raise WandbInputError(
+            f"--wandb: project {entity}/{project} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no such project'})"
+        ) from None
+    if not found:
+        raise WandbInputError(f"--wandb: group {group!r} of {entity}/{project} has no runs")
+    rows, curves = [], []
+    for run in sorted(found, key=lambda r: (_job_number(Path(r.name)), r.name)):
+        row: dict[str, Any] = {"run": run.name, "status": STATES.get(run.state, "unfinished")}
+        row.update(overrides_as_columns(run.config.get("overrides") or []))
+        summary = run.summary.get("cpt_summary")
+        if row["status"] == "finished" and summary:
+            row.update(summary_columns(dict(summary)))
         rows.append(row)
+        curves += curves_from_records(run.scan_history(), run.name)
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     write_csv(rows, target / "runs.csv", ["run", "status"])
-    return target / "runs.csv"
+    write_csv(curves, target / "curves.csv", ["run", "step", "tokens", "domain", "metric", "value"])
+    return target / "runs.csv", target / "curves.csv", rows
+
+
+def _api() -> Any:
+    from cpt.loggers import wandb_api_key_configured
+
+    if not wandb_api_key_configured():
+        raise WandbInputError(
+            "--wandb: no wandb API key; set WANDB_API_KEY or run `wandb login` (the local tables "
+            "need none: collect <multirun folder>)"
+        )
+    import wandb
+
+    return wandb.Api()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,12 +208,16 @@ def main(argv: list[str] | None = None) -> None:
         "--wandb", default=None, metavar="ENTITY/PROJECT/GROUP", help="read a wandb group instead"
     )
     args = parser.parse_args(argv)
-    if args.wandb:
-        print(f"wrote {collect_wandb(args.wandb, args.out or '.')}")
-        return
-    if not args.folder:
+    if not args.folder and not args.wandb:
         parser.error("a multirun folder is needed (or --wandb)")
-    runs_csv, curves_csv, runs = collect(args.folder, args.out)
+    try:
+        if args.wandb:
+            runs_csv, curves_csv, runs = collect_wandb(args.wandb, args.out or ".")
+        else:
+            runs_csv, curves_csv, runs = collect(args.folder, args.out)
+    except (WandbInputError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     by_status: dict[str, int] = {}
     for row in runs:
         by_status[row["status"]] = by_status.get(row["status"], 0) + 1

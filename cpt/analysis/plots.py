@@ -109,15 +109,15 @@ def plot_replay_frontier(
             for k, v in zip(others, key if isinstance(key, tuple) else (key,))
         )
         ax.plot(
-            group[f"final_loss/{upstream}"],
-            group[f"final_loss/{downstream}"],
+            group[f"final/val/{upstream}/loss"],
+            group[f"final/val/{downstream}/loss"],
             marker="o",
             label=name or None,
         )
         for _, row in group.iterrows():
             ax.annotate(
                 f"{row[fraction] * 100:g} %",
-                (row[f"final_loss/{upstream}"], row[f"final_loss/{downstream}"]),
+                (row[f"final/val/{upstream}/loss"], row[f"final/val/{downstream}/loss"]),
                 fontsize=8,
             )
     ax.set_xlabel(f"final {upstream} loss (forgetting ->)")

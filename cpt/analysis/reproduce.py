@@ -102,7 +102,7 @@ def table(runs: list[dict[str, Any]], label: Callable[[dict[str, Any]], str]) ->
             rows.append(f"| {label(r)} | {r['status']}: {r.get('error', '')} | | | |")
             continue
         up, down = (
-            (r[f"final_loss/{d}"], r[f"final_loss/{d}"] - r[f"initial_loss/{d}"])
+            (r[f"final/val/{d}/loss"], r[f"final/val/{d}/loss"] - r[f"initial/val/{d}/loss"])
             for d in ("upstream", "downstream")
         )
         gap = ""
@@ -174,18 +174,18 @@ def gupta2023(out: Path, extra: list[str]) -> None:
         "|---|---|---|---|---|",
     ]
     for lr, rs in sorted(by_lr.items()):
-        downs = [value(r, "final_loss/downstream") for r in rs]
+        downs = [value(r, "final/val/downstream/loss") for r in rs]
         rise = mean([value(r, "gap/upstream/peak") - value(r, "gap/upstream/initial") for r in rs])
         lines.append(
-            f"| {lr:g} | {mean([value(r, 'final_loss/upstream') for r in rs]):.3f} | {mean(downs):.3f} "
+            f"| {lr:g} | {mean([value(r, 'final/val/upstream/loss') for r in rs]):.3f} | {mean(downs):.3f} "
             f"| {rise:+.3f} | {max(downs) - min(downs):.3f} |"
         )
     if constant:
         c = constant[0]
         lines += [
             "",
-            f"Constant baseline: upstream {value(c, 'final_loss/upstream'):.3f}, downstream "
-            f"{value(c, 'final_loss/downstream'):.3f}, upstream gap peak - initial "
+            f"Constant baseline: upstream {value(c, 'final/val/upstream/loss'):.3f}, downstream "
+            f"{value(c, 'final/val/downstream/loss'):.3f}, upstream gap peak - initial "
             f"{value(c, 'gap/upstream/peak') - value(c, 'gap/upstream/initial'):+.3f}.",
         ]
     write(
@@ -297,7 +297,7 @@ def guo2024(out: Path, extra: list[str]) -> None:
         recovered = r.get("gap/downstream/recovery_step")
         lines.append(
             f"| {r.get('mitigation')} | {rise:+.3f} | {'never' if recovered in (None, '') else int(recovered)} "
-            f"| {value(r, 'gap/upstream/gap_area'):.1f} |"
+            f"| {value(r, 'gap/upstream/area'):.1f} |"
         )
     write(
         out,
