@@ -100,25 +100,30 @@ def trained(tmp_path_factory, data_dir) -> dict[str, Path]:
 TASKS = ["cpt_test_mc", "cpt_test_rolling", "cpt_test_gen"]
 
 
-def test_our_model_scores_every_item_as_lm_evals_hf_model_does(trained):
-    manager = task_manager(str(trained["tasks"]))
+def test_our_model_scores_every_item_as_lm_evals_hf_model_does(trained, data_dir, tmp_path):
+    """On a user's folder and on the built-in tasks of the run's data (30 items each)."""
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    prepared = run_datasets({"ckpt": trained["ckpt"], "data_dir": data_dir})
+    manager = task_manager(str(trained["tasks"]), write_tasks(tmp_path, prepared, tokenizer))
     initial = initial_model(f"ckpt:{trained['ckpt']}", None)
     model = build_model(initial.config)
     load_into(model, initial)
-    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    every = TASKS + ["next_line_downstream", "next_line_upstream"]
     ours = simple_evaluate(
         model=HarnessLM(model.eval(), tokenizer, batch_size=3),  # several batches, lengths mixed
-        tasks=TASKS,
+        tasks=every,
         task_manager=manager,
         log_samples=True,
+        limit=30,
     )
     theirs = simple_evaluate(
         model=HFLM(pretrained=str(trained["hf"]), device="cpu", batch_size=4),
-        tasks=TASKS,
+        tasks=every,
         task_manager=manager,
         log_samples=True,
+        limit=30,
     )
-    for task in TASKS:
+    for task in every:
         mine, reference = ours["samples"][task], theirs["samples"][task]
         assert len(mine) == len(reference) > 0
         for a, b in zip(mine, reference):
@@ -132,7 +137,7 @@ def test_our_model_scores_every_item_as_lm_evals_hf_model_does(trained):
                 assert logprob_a == pytest.approx(logprob_b, abs=1e-3, rel=1e-5)
                 if isinstance(ra, (tuple, list)):
                     assert ra[1] == rb[1]  # greedy or not
-    for task in TASKS:
+    for task in every:
         for metric, value in theirs["results"][task].items():
             if isinstance(value, float) and "stderr" not in metric:
                 assert ours["results"][task][metric] == pytest.approx(value, rel=1e-4), metric

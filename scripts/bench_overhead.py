@@ -1,0 +1,118 @@
+"""Per-step overhead of a real training run on the twins' shape (`tiny`, micro-batch 16, sequence
+128, one process): the share of the run's wall time spent outside the model's forward, backward and
+optimizer step.
+
+    python scripts/bench_overhead.py                 # 300 steps, as a twin runs
+    python scripts/bench_overhead.py --steps 100
+
+Reference, in the same process: the bare step (forward, backward, fused AdamW on random ids of the
+same shape) timed over the same number of steps. Then `cpt.train` runs (Lightning, data loading,
+the callbacks, logging) with more of a twin switched on each time: `bare` (default callbacks, no
+validation), `+monitor` (the stability-gap monitor), `+validation` (every 50 steps, as the twins),
+`+tasks` (the built-in next-line tasks in the loop, as the twins). The last lines are machine
+readable: `case=+validation overhead_share=0.12 step_ms=... bare_step_ms=...`, where
+`overhead_share = 1 - steps x bare step / run wall time`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CASES = {
+    "bare": ["callbacks=default", "trainer.val_check_interval=100000", "eval_before_fit=false"],
+    "+monitor": ["callbacks=gap", "trainer.val_check_interval=100000", "eval_before_fit=false"],
+    "+validation": ["callbacks=gap", "trainer.val_check_interval=50"],
+    "+tasks": [
+        "callbacks=[gap,task_eval]",
+        "trainer.val_check_interval=50",
+        "callbacks.task_eval.tasks=[next_line_downstream,next_line_upstream]",
+        "callbacks.task_eval.dense=[[20,5]]",
+        "callbacks.task_eval.every=100",
+        "callbacks.task_eval.at_validation=false",
+    ],
+}
+
+
+def bare_step_seconds(steps: int, batch: int, seq: int) -> float:
+    """The median time of forward, backward and the optimizer step, nothing else."""
+    import torch
+
+    from cpt.models.presets import config_from_name
+    from cpt.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(config_from_name("tiny")).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    times = []
+    for step in range(steps + 3):
+        ids = torch.randint(0, model.config.vocab_size, (batch, seq + 1))
+        start = time.perf_counter()
+        loss = model(ids[:, :-1], targets=ids[:, 1:])[0]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= 3:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_seconds(overrides: list[str], steps: int, data_dir: str) -> float:
+    """The wall time of `cpt.train` for `steps` steps (the summary's `wall_time_s`)."""
+    from hydra import compose, initialize_config_dir
+
+    from cpt.train import run
+
+    with (
+        tempfile.TemporaryDirectory() as out,
+        initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
+    ):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo_pretrain",
+                "logger=csv",
+                f"data.dir={data_dir}",
+                f"trainer.max_steps={steps}",
+                "trainer.enable_progress_bar=false",
+                f"output_dir={out}/run",
+                *overrides,
+            ],
+        )
+        return float(run(cfg)["wall_time_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--data-dir", default="data", help="the prepared built-in corpora")
+    parser.add_argument("--cases", default=",".join(CASES))
+    args = parser.parse_args()
+    import logging
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    bare = bare_step_seconds(args.steps, 16, 128)
+    lines = []
+    for case in args.cases.split(","):
+        wall = run_seconds(CASES[case], args.steps, args.data_dir)
+        share = 1 - args.steps * bare / wall
+        print(
+            f"{case:12s} {wall:7.1f} s for {args.steps} steps: {wall / args.steps * 1000:6.1f} ms "
+            f"a step against {bare * 1000:.1f} ms bare; {share:.1%} outside the model",
+            flush=True,
+        )
+        lines.append(
+            f"case={case} overhead_share={share:.3f} step_ms={wall / args.steps * 1000:.1f} "
+            f"bare_step_ms={bare * 1000:.1f}"
+        )
+    print()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
