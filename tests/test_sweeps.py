@@ -354,6 +354,20 @@ def test_the_figures_draw_the_collected_numbers(sweep):
             assert line.get_xdata().tolist() == want["tokens"].tolist()
 
 
+def test_every_line_is_labelled_by_every_key_the_sweep_varies(sweep):
+    """Labels come from the sweep's own overrides: both swept keys, though only one differs
+    between the finished runs (the invalid max LR never trained)."""
+    from cpt.analysis import plots
+
+    collect(sweep)
+    runs, curves = plots.load(sweep)
+    assert plots.swept(runs) == ["callbacks.replay.fraction", "optim.max_lr"]
+    figure = plots.plot_rewarming(runs, curves)
+    labels = [line.get_label() for line in figure.axes[0].lines]
+    assert len(labels) == 2 and len(set(labels)) == 2
+    assert all("fraction=" in label and "max_lr=" in label for label in labels)
+
+
 def test_committed_notebooks_have_no_outputs():
     import nbformat
 

@@ -4,6 +4,9 @@
   Hydra overrides as columns, then the summary (`cpt/columns.py`): final and initial validation
   loss and forgetting per domain, stability-gap metrics per domain, task scores, tokens (total and
   per source), steps, wall time, and for a failed job its error.
+- `sweep.json`: the keys the sweep varies (from its `multirun.yaml`), which label the figures;
+- `runs_by_seed.csv` when `seed` is one of them: one row per grid point, every result's mean,
+  standard deviation and 95 % interval over the seeds (`cpt/analysis/seeds.py`).
 - `curves.csv`: the long table (run, step, tokens, domain, metric, value) of every validation,
   stability-gap and per-source training curve.
 Failed and unfinished jobs are listed, never dropped. `--wandb entity/project/group` builds the same
@@ -24,7 +27,9 @@ from typing import Any
 
 import yaml
 
+from cpt.analysis.seeds import SEED, by_seed
 from cpt.columns import overrides_as_columns, summary_columns
+from cpt.naming import swept_keys
 
 CURVE_PREFIXES = ("val/", "stability_gap/", "train/")
 
@@ -135,6 +140,15 @@ def collect(
     target.mkdir(parents=True, exist_ok=True)
     write_csv(runs, target / "runs.csv", ["run", "status"])
     write_csv(curves, target / "curves.csv", ["run", "step", "tokens", "domain", "metric", "value"])
+    declared = swept_keys(str(root))  # what the figures label every line by
+    swept = sorted(declared) if declared is not None else None
+    (target / "sweep.json").write_text(json.dumps({"swept": swept}) + "\n")
+    if swept and SEED in swept:  # seeds: one row per grid point with mean, std, 95 % interval
+        import pandas as pd
+
+        by_seed(pd.read_csv(target / "runs.csv"), swept).to_csv(
+            target / "runs_by_seed.csv", index=False
+        )
     return target / "runs.csv", target / "curves.csv", runs
 
 

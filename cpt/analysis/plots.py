@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -18,11 +19,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cpt.analysis.seeds import SEED, by_seed, curves_by_seed, group_keys  # noqa: E402
+
 
 def load(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run table and the long curve table that `cpt.analysis.collect` wrote into `folder`."""
+    """The run table and the long curve table that `cpt.analysis.collect` wrote into `folder`;
+    the keys the sweep varies (its `sweep.json`) ride along as `runs.attrs["swept"]`."""
     folder = Path(folder)
-    return pd.read_csv(folder / "runs.csv"), pd.read_csv(folder / "curves.csv")
+    runs = pd.read_csv(folder / "runs.csv")
+    meta = folder / "sweep.json"
+    if meta.is_file():
+        runs.attrs["swept"] = json.loads(meta.read_text()).get("swept")
+    return runs, pd.read_csv(folder / "curves.csv")
 
 
 def label(row: pd.Series, by: list[str]) -> str:
@@ -31,8 +39,12 @@ def label(row: pd.Series, by: list[str]) -> str:
 
 
 def swept(runs: pd.DataFrame) -> list[str]:
-    """The override columns that vary across runs."""
-    fixed = {"run", "status", "error"}
+    """The keys the sweep varies: its own overrides (`sweep.json`) when known, so every line of a
+    figure is labelled by all of them; else the override columns that vary across runs."""
+    declared = runs.attrs.get("swept")
+    if declared is not None:
+        return [key for key in declared if key in runs.columns]
+    fixed = {"run", "status", "error", "skipped_steps"}
     return [
         c
         for c in runs.columns
@@ -55,10 +67,14 @@ def plot_curves(
     ylabel: str,
     max_step: int | None = None,
 ):
-    """One panel per domain, one line per finished run: `metric` against `x` (step or tokens)."""
+    """One panel per domain, one line per finished run: `metric` against `x` (step or tokens);
+    when the sweep varies the seed, one line per grid point (the mean over seeds) with its 95 %
+    interval as a band."""
     fig, axes = plt.subplots(1, len(domains), figsize=(6 * len(domains), 4), squeeze=False)
+    if SEED in by:
+        _seed_bands(axes[0], runs, curves, metric, x, by, domains, max_step)
     for ax, domain in zip(axes[0], domains):
-        for _, row in runs[runs["status"] == "finished"].iterrows():
+        for _, row in runs[runs["status"] == "finished"].iterrows() if SEED not in by else []:
             mask = (curves["run"] == row["run"]) & (curves["domain"] == domain)
             c = curves[mask & (curves["metric"] == metric)]
             if max_step is not None:
@@ -71,6 +87,26 @@ def plot_curves(
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _seed_bands(axes, runs, curves, metric, x, by, domains, max_step) -> None:
+    keys = group_keys(runs, by)
+    table = curves_by_seed(runs, curves, by)
+    table = table[table["metric"] == metric]
+    if max_step is not None:
+        table = table[table["step"] <= max_step]
+    for ax, domain in zip(axes, domains):
+        part = table[table["domain"] == domain]
+        groups = part.groupby(keys, dropna=False) if keys else [((), part)]
+        for key, group in groups:
+            values = key if isinstance(key, tuple) else (key,)
+            name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
+            xs = group["tokens" if x == "tokens" else "step"]
+            line = ax.plot(
+                xs, group["mean"], marker=".", label=f"{name} (n={group['n'].max()} seeds)"
+            )[0]
+            low, high = group["mean"] - group["ci95"], group["mean"] + group["ci95"]
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
 def plot_rewarming(
@@ -99,8 +135,35 @@ def plot_replay_frontier(
     downstream="downstream",
 ):
     finished = runs[runs["status"] == "finished"].copy()
-    others = [c for c in swept(finished) if c != fraction]
+    keys = swept(runs)
+    others = [c for c in keys if c not in (fraction, SEED)]
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    if SEED in keys:  # one point per grid point: the mean over seeds, 95 % intervals as bars
+        up, down = f"final/val/{upstream}/loss", f"final/val/{downstream}/loss"
+        table = by_seed(runs, keys)
+        groups = table.groupby(others, dropna=False) if others else [((), table)]
+        for key, group in groups:
+            group = group.sort_values(fraction)
+            name = ", ".join(
+                f"{k.split('.')[-1]}={v}"
+                for k, v in zip(others, key if isinstance(key, tuple) else (key,))
+            )
+            ax.errorbar(
+                group[f"{up}/mean"],
+                group[f"{down}/mean"],
+                xerr=group[f"{up}/ci95"],
+                yerr=group[f"{down}/ci95"],
+                marker="o",
+                capsize=3,
+                label=f"{name} (n={group['n'].max()} seeds)",
+            )
+            for _, row in group.iterrows():
+                ax.annotate(
+                    f"{row[fraction] * 100:g} %",
+                    (row[f"{up}/mean"], row[f"{down}/mean"]),
+                    fontsize=8,
+                )
+        return _frontier_axes(fig, ax, upstream, downstream, True)
     groups = finished.groupby(others, dropna=False) if others else [((), finished)]
     for key, group in groups:
         group = group.sort_values(fraction)
@@ -120,10 +183,14 @@ def plot_replay_frontier(
                 (row[f"final/val/{upstream}/loss"], row[f"final/val/{downstream}/loss"]),
                 fontsize=8,
             )
+    return _frontier_axes(fig, ax, upstream, downstream, bool(others))
+
+
+def _frontier_axes(fig, ax, upstream: str, downstream: str, legend: bool):
     ax.set_xlabel(f"final {upstream} loss (forgetting ->)")
     ax.set_ylabel(f"final {downstream} loss (<- adaptation)")
     ax.set_title("replay fraction: forgetting/adaptation frontier", fontsize=10)
-    if others:
+    if legend:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -152,7 +219,7 @@ def plot_stability_gap(
 
 
 def gap_table(runs: pd.DataFrame, domain: str = "upstream") -> pd.DataFrame:
-    keys = ["initial", "peak", "peak_step", "recovery_step", "gap_area", "final"]
+    keys = ["initial", "peak", "peak_step", "recovery_step", "area", "final"]
     columns = [f"gap/{domain}/{k}" for k in keys if f"gap/{domain}/{k}" in runs]
     table = runs.loc[runs["status"] == "finished", ["run", *swept(runs), *columns]]
     return table.rename(columns={f"gap/{domain}/{k}": k for k in keys})
