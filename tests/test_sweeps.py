@@ -129,7 +129,8 @@ def test_offline_runs_hold_the_flat_summary_and_the_overrides(sweep):
             "tokens/downstream",
             "final/task/next_line_downstream/acc_norm",
         ):
-            assert run.summary[key] == pytest.approx(flat[key]), key
+            want = flat[key]  # a gap that never recovered is None in both
+            assert run.summary[key] == (want if want is None else pytest.approx(want)), key
         assert run.summary["forgetting/upstream"] == pytest.approx(
             summary["final_val_loss"]["upstream"] - summary["initial_val_loss"]["upstream"]
         )

@@ -82,11 +82,22 @@ def together(*runs: list[str]) -> None:
         process.wait()
 
 
+REVISIONS = (200, 400, 800)  # the upstream steps kept as checkpoints (gupta2023_revisions_cpu)
+
+
+def revision(step: int) -> Path:
+    return UPSTREAM.parent / f"step{step:07d}.ckpt"
+
+
 def ensure_upstream() -> None:
     if UPSTREAM.is_file():
         return
     print(f"== the upstream model -> {UPSTREAM.parents[1]}", flush=True)
-    train("experiment=demo_pretrain", f"hydra.run.dir={UPSTREAM.parents[1]}")
+    train(
+        "experiment=demo_pretrain",
+        f"hydra.run.dir={UPSTREAM.parents[1]}",
+        "callbacks.checkpoint.every_n_train_steps=200",  # its revisions, as Pythia's
+    )
     if not UPSTREAM.is_file():
         raise SystemExit(f"reproduce: the upstream run did not write {UPSTREAM}")
 
@@ -155,6 +166,10 @@ def gupta2023(out: Path, extra: list[str]) -> None:
     started = time.time()
     run_grid("gupta2023_rewarm_cpu", out / "grid", extra)
     train("experiment=gupta2023_constant_cpu", f"hydra.run.dir={out / 'constant'}", *extra)
+    have_revisions = all(revision(step).is_file() for step in REVISIONS)
+    revisions_dir = out.parent / f"{out.name}_revisions"  # beside: its own table and figures
+    if have_revisions:
+        run_grid("gupta2023_revisions_cpu", revisions_dir, extra)
     _, _, runs = collect(out)
     made = figures(out, ["rewarming", "gap"])
     grid = [r for r in runs if "optim.max_lr" in r]
@@ -188,6 +203,17 @@ def gupta2023(out: Path, extra: list[str]) -> None:
             f"{value(c, 'final/val/downstream/loss'):.3f}, upstream gap peak - initial "
             f"{value(c, 'gap/upstream/peak') - value(c, 'gap/upstream/initial'):+.3f}.",
         ]
+    lines += ["", "Starting from an earlier upstream checkpoint (warm-up 1 %, max LR 2e-3):", ""]
+    if have_revisions:
+        _, _, revisions = collect(revisions_dir)
+        lines += table(
+            revisions, lambda r: f"upstream step {str(r.get('init', '')).split('step')[-1][:7]}"
+        )
+    else:
+        lines.append(
+            f"not run: the upstream model has no revisions ({revision(REVISIONS[0])} is missing; "
+            "remove outputs/upstream to train it again with them)"
+        )
     write(
         out,
         "Gupta et al. 2023, small-scale twin",
