@@ -61,6 +61,7 @@ def test_the_plan_is_what_the_run_does(tiny_run, schedule):
     assert sum(per_phase) == plan["total_tokens"]
 
 
+@pytest.mark.slow  # a fresh process indexing lm-eval's 15k tasks for the recipe's task list
 def test_paper_recipe_plans_from_the_command_line_without_data(tmp_path):
     result = subprocess.run(
         [
