@@ -134,56 +134,32 @@ def plot_replay_frontier(
     upstream="upstream",
     downstream="downstream",
 ):
-    finished = runs[runs["status"] == "finished"].copy()
     keys = swept(runs)
     others = [c for c in keys if c not in (fraction, SEED)]
+    up, down = f"final/val/{upstream}/loss", f"final/val/{downstream}/loss"
+    seeds = SEED in keys  # then one point per grid point: the mean over seeds, 95 % error bars
+    table = by_seed(runs, keys) if seeds else runs[runs["status"] == "finished"]
+    x, y = (f"{up}/mean", f"{down}/mean") if seeds else (up, down)
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    if SEED in keys:  # one point per grid point: the mean over seeds, 95 % intervals as bars
-        up, down = f"final/val/{upstream}/loss", f"final/val/{downstream}/loss"
-        table = by_seed(runs, keys)
-        groups = table.groupby(others, dropna=False) if others else [((), table)]
-        for key, group in groups:
-            group = group.sort_values(fraction)
-            name = ", ".join(
-                f"{k.split('.')[-1]}={v}"
-                for k, v in zip(others, key if isinstance(key, tuple) else (key,))
-            )
-            ax.errorbar(
-                group[f"{up}/mean"],
-                group[f"{down}/mean"],
-                xerr=group[f"{up}/ci95"],
-                yerr=group[f"{down}/ci95"],
-                marker="o",
-                capsize=3,
-                label=f"{name} (n={group['n'].max()} seeds)",
-            )
-            for _, row in group.iterrows():
-                ax.annotate(
-                    f"{row[fraction] * 100:g} %",
-                    (row[f"{up}/mean"], row[f"{down}/mean"]),
-                    fontsize=8,
-                )
-        return _frontier_axes(fig, ax, upstream, downstream, True)
-    groups = finished.groupby(others, dropna=False) if others else [((), finished)]
+    groups = table.groupby(others, dropna=False) if others else [((), table)]
     for key, group in groups:
         group = group.sort_values(fraction)
         name = ", ".join(
             f"{k.split('.')[-1]}={v}"
             for k, v in zip(others, key if isinstance(key, tuple) else (key,))
         )
-        ax.plot(
-            group[f"final/val/{upstream}/loss"],
-            group[f"final/val/{downstream}/loss"],
+        ax.errorbar(
+            group[x],
+            group[y],
+            xerr=group[f"{up}/ci95"] if seeds else None,
+            yerr=group[f"{down}/ci95"] if seeds else None,
             marker="o",
-            label=name or None,
+            capsize=3,
+            label=(f"{name} (n={group['n'].max()} seeds)" if seeds else name) or None,
         )
         for _, row in group.iterrows():
-            ax.annotate(
-                f"{row[fraction] * 100:g} %",
-                (row[f"final/val/{upstream}/loss"], row[f"final/val/{downstream}/loss"]),
-                fontsize=8,
-            )
-    return _frontier_axes(fig, ax, upstream, downstream, bool(others))
+            ax.annotate(f"{row[fraction] * 100:g} %", (row[x], row[y]), fontsize=8)
+    return _frontier_axes(fig, ax, upstream, downstream, bool(others) or seeds)
 
 
 def _frontier_axes(fig, ax, upstream: str, downstream: str, legend: bool):
