@@ -120,6 +120,15 @@ def check_tasks(tasks: list[str], manager: Any, domains: list[str] | None = None
             )
 
 
+def builtin_requested(tasks: list[str], manager: Any) -> list[str]:
+    """The names among `tasks` that are built-in next-line tasks still to be written (not found
+    in the index, e.g. a folder named with include_path)."""
+    from cpt.tasks.next_line import domain_of
+
+    known = set(manager.all_tasks)
+    return [t for t in tasks if t not in known and domain_of(t)]
+
+
 def check_decodes(tasks: list[str], manager: Any, tokenizer: Any) -> None:
     """A generative task needs a tokenizer that turns tokens back into text."""
     if tokenizer.decoder is None and any(
@@ -168,10 +177,10 @@ def evaluate(args: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     from lm_eval.utils import handle_non_serializable
 
     from cpt.tasks.harness import HarnessLM
-    from cpt.tasks.next_line import domain_of, write_tasks
+    from cpt.tasks.next_line import write_tasks
 
     manager = task_manager(args["include_path"])
-    builtin = [t for t in args["tasks"] if t not in manager.all_tasks and domain_of(t)]
+    builtin = builtin_requested(args["tasks"], manager)
     prepared = run_datasets(args) if builtin else {}
     check_tasks(args["tasks"], manager, list(prepared))  # before any weights are read
     model, tokenizer = load(args)

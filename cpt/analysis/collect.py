@@ -168,17 +168,7 @@ def collect_wandb(
     parts = path.split("/")
     if len(parts) != 3 or not all(parts):
         raise WandbInputError(f"--wandb: expected entity/project/group, got {path!r}")
-    entity, project, group = parts
-    api = api or _api()
-    try:
-        found = list(api.runs(f"{entity}/{project}", filters={"group": group}))
-    except Exception as err:  # wandb raises its CommError or a ValueError for a missing project
-        raise WandbInputError(
-            f"--wandb: project {entity}/{project} cannot be read ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no such project'})"
-        ) from None
-    if not found:
-        raise WandbInputError(f"--wandb: group {group!r} of {entity}/{project} has no runs")
+    found = group_runs(*parts, api=api)
     rows, curves = [], []
     for run in sorted(found, key=lambda r: (_job_number(Path(r.name)), r.name)):
         row: dict[str, Any] = {"run": run.name, "status": STATES.get(run.state, "unfinished")}
@@ -195,12 +185,32 @@ def collect_wandb(
     return target / "runs.csv", target / "curves.csv", rows
 
 
+def group_runs(
+    entity: str, project: str, group: str, api: Any = None, flag: str = "--wandb"
+) -> list[Any]:
+    """The wandb runs of a sweep's group (`flag`: the option named in the one-line errors)."""
+    try:
+        api = api or _api()
+    except WandbInputError as err:
+        raise WandbInputError(f"{flag}: {err}") from None
+    try:
+        found = list(api.runs(f"{entity}/{project}", filters={"group": group}))
+    except Exception as err:  # wandb raises its CommError or a ValueError for a missing project
+        raise WandbInputError(
+            f"{flag}: project {entity}/{project} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no such project'})"
+        ) from None
+    if not found:
+        raise WandbInputError(f"{flag}: group {group!r} of {entity}/{project} has no runs")
+    return found
+
+
 def _api() -> Any:
     from cpt.loggers import wandb_api_key_configured
 
     if not wandb_api_key_configured():
         raise WandbInputError(
-            "--wandb: no wandb API key; set WANDB_API_KEY or run `wandb login` (the local tables "
+            "no wandb API key; set WANDB_API_KEY or run `wandb login` (the local tables "
             "need none: collect <multirun folder>)"
         )
     import wandb

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from cpt.columns import overrides_as_columns
 from cpt.naming import swept_keys
 
 VIEWS = ("loss", "frontier", "gap", "tasks", "table")
@@ -62,12 +63,10 @@ def sweep_from_configs(group: str, configs: list[dict[str, Any]]) -> Sweep:
     value differs between runs; the rest from the first config."""
     if not configs:
         raise DashboardError(f"--group: {group!r} has no runs")
-    values: dict[str, set[str]] = {}
+    values: dict[str, set[Any]] = {}
     for config in configs:
-        for override in config.get("overrides") or []:
-            key, _, value = str(override).lstrip("+~").partition("=")
-            if not key.startswith("hydra"):
-                values.setdefault(key, set()).add(value)
+        for key, value in overrides_as_columns(config.get("overrides") or []).items():
+            values.setdefault(key, set()).add(value)
     first = configs[0]
     callbacks = first.get("callbacks") or {}
     dense = (callbacks.get("stability_gap") or {}).get("dense") or [[200, 1]]
@@ -110,9 +109,10 @@ def build(entity: str, project: str, sweep: Sweep) -> Any:
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
-    unknown = [v for v in sweep.views if v not in VIEWS]
-    if unknown:
-        raise DashboardError(f"--views: unknown view {unknown[0]!r}; expected some of {VIEWS}")
+    try:
+        DashboardConfig(sweep.views)  # the recipe's own check of the names
+    except ValueError as err:
+        raise DashboardError(f"--{err}") from None
     pair = ["upstream", "downstream"]
     up, down = pair if set(pair) <= set(sweep.domains) else (sweep.domains * 2 or pair)[:2]
     sections = []
@@ -210,17 +210,12 @@ def _kind(metric: Any) -> str:
 
 
 def sweep_from_wandb(entity: str, project: str, group: str) -> Sweep:
-    from cpt.analysis.collect import WandbInputError, _api
+    from cpt.analysis.collect import WandbInputError, group_runs
 
     try:
-        api = _api()
-        runs = list(api.runs(f"{entity}/{project}", filters={"group": group}))
+        runs = group_runs(entity, project, group, flag="--group")
     except WandbInputError as err:
-        raise DashboardError(str(err).replace("--wandb", "dashboard")) from None
-    except Exception as err:
-        raise DashboardError(
-            f"project {entity}/{project} cannot be read ({type(err).__name__})"
-        ) from None
+        raise DashboardError(str(err)) from None
     return sweep_from_configs(group, [dict(r.config) for r in runs])
 
 

@@ -159,14 +159,10 @@ def plot_replay_frontier(
         )
         for _, row in group.iterrows():
             ax.annotate(f"{row[fraction] * 100:g} %", (row[x], row[y]), fontsize=8)
-    return _frontier_axes(fig, ax, upstream, downstream, bool(others) or seeds)
-
-
-def _frontier_axes(fig, ax, upstream: str, downstream: str, legend: bool):
     ax.set_xlabel(f"final {upstream} loss (forgetting ->)")
     ax.set_ylabel(f"final {downstream} loss (<- adaptation)")
     ax.set_title("replay fraction: forgetting/adaptation frontier", fontsize=10)
-    if legend:
+    if others or seeds:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

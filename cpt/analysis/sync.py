@@ -34,7 +34,7 @@ def plan(folder: str | Path) -> list[tuple[Path, str, bool]]:
         raise SyncError(f"{root}: no offline wandb run in it (<job>/wandb/offline-run-*)")
     found = []
     for run in runs:
-        offline = read_run(run)
+        offline = read_run(run, header_only=True)  # the name: no need to parse its history
         found.append((run, offline.name or run.name, offline.synced))
     return found
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,12 @@ class OfflineRun:
         return self.log.with_name(self.log.name + ".synced").exists()
 
 
-def records(path: Path) -> list[bytes]:
+def records(path: Path) -> Iterator[bytes]:
     """The payloads of a wandb transaction log, in order."""
     data = Path(path).read_bytes()
     if not data.startswith(HEADER):
         raise ValueError(f"{path}: not a wandb transaction log (no :W&B header)")
-    out, pending, at = [], b"", len(HEADER)
+    pending, at = b"", len(HEADER)
     while at + 7 <= len(data):
         left = BLOCK - at % BLOCK
         if left < 7:  # a block's tail too short for a header is padding
@@ -57,25 +58,25 @@ def records(path: Path) -> list[bytes]:
         payload = data[at + 7 : at + 7 + length]
         at += 7 + length
         if kind == FULL:
-            out.append(payload)
+            yield payload
         elif kind == FIRST:
             pending = payload
         elif kind == MIDDLE:
             pending += payload
         elif kind == LAST:
-            out.append(pending + payload)
+            yield pending + payload
             pending = b""
         elif kind == 0 and length == 0:
             at += BLOCK - at % BLOCK if at % BLOCK else 0  # zero padding to the block's end
-    return out
 
 
 def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_run(folder: str | Path) -> OfflineRun:
-    """Config (nested, as wandb's API returns it), summary, history rows and exit code."""
+def read_run(folder: str | Path, header_only: bool = False) -> OfflineRun:
+    """Config (nested, as wandb's API returns it), summary, history rows and exit code; with
+    `header_only`, only what the run record holds (id, name, group, tags, first config)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     run = OfflineRun(Path(folder))
@@ -87,6 +88,8 @@ def read_run(folder: str | Path) -> OfflineRun:
             run.id, run.name = record.run.run_id, record.run.display_name
             run.group, run.tags = record.run.run_group, list(record.run.tags)
             _update(run.config, record.run.config.update, unwrap=True)
+            if header_only:
+                break
         elif kind == "config":
             _update(run.config, record.config.update, unwrap=True)
         elif kind == "history":

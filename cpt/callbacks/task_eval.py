@@ -68,11 +68,11 @@ class TaskEval(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from lm_eval.tasks import get_task_dict
 
-        from cpt.evaluate import EvalInputError, check_decodes, task_manager
-        from cpt.tasks.next_line import domain_of, write_tasks
+        from cpt.evaluate import EvalInputError, builtin_requested, check_decodes, task_manager
+        from cpt.tasks.next_line import write_tasks
 
         manager = task_manager(self.include_path)
-        if any(t not in manager.all_tasks and domain_of(t) for t in self.tasks):
+        if builtin_requested(self.tasks, manager):
             data = trainer.datamodule  # prepared: the entry point prepares before fit
             folder = write_tasks(data.root, data.prepared, data.tokenizer)
             manager = task_manager(self.include_path, folder)

@@ -63,9 +63,9 @@ def _lines(text: str) -> list[str]:
 
 
 def _near(pool: list[str], length: int, rng: random.Random, k: int, exclude: str) -> list[str]:
-    """k distinct lines of `pool` close in length to `length` (the nearest 50 when few are within
-    15 characters); fewer when the pool has fewer."""
-    distinct = [line for line in dict.fromkeys(pool) if line != exclude]
+    """k lines of `pool` (distinct lines) close in length to `length` (the nearest 50 when few are
+    within 15 characters); fewer when the pool has fewer."""
+    distinct = [line for line in pool if line != exclude]
     close = [line for line in distinct if abs(len(line) - length) <= NEAR_CHARS]
     if len(close) < 50:
         close = sorted(distinct, key=lambda x: abs(len(x) - length))[:50]
@@ -82,15 +82,20 @@ def make_items(
         lines = text.splitlines()
         positions += [(d, j) for j in range(1, len(lines)) if len(lines[j].strip()) >= MIN_CHARS]
     rng.shuffle(positions)
-    contrast = [line for text in others for line in _lines(text)]
+    contrast = list(dict.fromkeys(line for text in others for line in _lines(text)))
     own = [_lines(text) for text in documents]
+    other_documents: dict[int, list[str]] = {}  # per document: the other documents' distinct lines
     items = []
     for d, j in positions[:size]:
         lines = documents[d].splitlines()
         answer = lines[j]
-        same = [line for e, pool in enumerate(own) if e != d for line in pool] or [
-            line for line in own[d] if line not in lines[max(0, j - 20) : j + 20]
-        ]
+        if d not in other_documents:
+            other_documents[d] = list(
+                dict.fromkeys(line for e, pool in enumerate(own) if e != d for line in pool)
+            )
+        same = other_documents[d] or list(
+            dict.fromkeys(line for line in own[d] if line not in lines[max(0, j - 20) : j + 20])
+        )
         if contrast:
             distractors = _near(same, len(answer), rng, 1, answer)
             distractors += _near(contrast, len(answer), rng, 2, answer)
