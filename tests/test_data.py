@@ -36,6 +36,20 @@ def test_builtin_corpora_are_prose_and_code():
     assert not any(dedent_doc in c for c in python_code())
 
 
+def test_package_docs_is_other_prose_from_the_installed_packages():
+    """The weak shift's corpora: the same kind of text as python-docs from other modules."""
+    from cpt.data.corpora import PACKAGES, package_files, stdlib_files
+
+    files = package_files()
+    assert not {"tests", "testing", "_vendor"} & {part for f in files for part in f.parts}
+    assert not set(files) & set(stdlib_files())
+    docs = list(documents(SourceSpec("package-docs"), max_docs=200))
+    assert len(docs) == 200 and not any(d.lstrip().startswith(("def ", "import ")) for d in docs)
+    heads = {d.split(".", 1)[0].split("\n", 1)[0] for d in docs}
+    assert heads <= set(PACKAGES) and "torch" in heads  # each document: one module's docstrings
+    assert any("tensor" in d.lower() for d in docs)
+
+
 def test_round_trip_tokens_file_windows(tmp_path, tokenizer):
     texts = [f"document number {i}: " + "lorem ipsum dolor " * (i % 7 + 1) for i in range(50)]
     source = write_jsonl(tmp_path / "c.jsonl", texts)

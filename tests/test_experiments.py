@@ -14,6 +14,7 @@ from cpt.train import run
 from tests.conftest import CONF, SMALL_DATA
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+PRETRAINING = ("demo_pretrain", "twin_upstream")  # upstream models: no tasks in the loop
 # what every recipe is shrunk to: the built-in corpora, `tiny` from scratch, three CPU steps
 FAST = [
     "model=tiny",
@@ -64,10 +65,12 @@ def test_a_grid_holds_only_the_points_its_recipe_names():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path):
     cfg = compose_experiment(name, *FAST, f"data.dir={data_dir}", f"output_dir={tmp_path / 'run'}")
+    for domain in set(cfg.data.domains) - {"upstream", "downstream"}:  # SMALL_DATA's caps
+        cfg.data.domains[domain].max_docs, cfg.data.domains[domain].val_tokens = 40, 2048
     if cfg.data.mixture:  # a recipe training on a mixture keeps it (the built-in domains match)
         assert set(cfg.data.mixture) <= set(cfg.data.domains)
     in_loop = "_target_" in cfg.callbacks.get("task_eval", {})
-    assert in_loop == (name != "demo_pretrain")  # every CPT recipe evaluates tasks in the loop
+    assert in_loop == (name not in PRETRAINING)  # every CPT recipe evaluates tasks in the loop
     if in_loop:  # the hub's benchmarks need a download: the built-in ones
         if not name.endswith("_cpu"):
             cfg.callbacks.task_eval.tasks = ["next_line_downstream"]
@@ -78,7 +81,7 @@ def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path):
             summary["final_tasks"]
         )
     assert summary["steps"] == 3
-    assert set(summary["final_val_loss"]) == {"upstream", "downstream"}
+    assert set(summary["final_val_loss"]) == set(cfg.data.domains) >= {"upstream", "downstream"}
     assert json.loads((Path(cfg.output_dir) / "summary.json").read_text())["steps"] == 3
 
 
@@ -91,6 +94,8 @@ def test_every_grid_point_of_every_recipe_validates(name, tmp_path):
     params = cfg.hydra.sweeper.params or {}
     points = [[]]
     for key, values in params.items():
+        if key == "seed":  # the twins' seeds change no check
+            continue
         points = [p + [f"{key}={v}"] for p in points for v in str(values).split(",")]
     for point in points:
         job = compose_experiment(name, *point, "init=scratch", f"output_dir={tmp_path}")
@@ -177,3 +182,29 @@ def test_guo2024_carries_the_papers_setting_and_mitigations():
     assert quality.data.domains.downstream.quality.keep == 0.5
     mixture = compose_experiment("guo2024_stability_gap", "mitigation=mixture")
     assert dict(mixture.data.mixture) == {"downstream": 0.5, "upstream": 0.5}
+
+
+def test_twins_run_three_seeds_and_the_gupta_and_ibrahim_grids_both_shifts():
+    for name in (n for n in EXPERIMENTS if n.endswith("_cpu")):
+        params = compose_experiment(name, "init=ckpt:x", hydra=True).hydra.sweeper.params
+        assert len(str(params.seed).split(",")) >= 3, name
+        both = name.startswith(
+            ("gupta2023_rewarm", "gupta2023_constant", "ibrahim2024_replay", "ibrahim2024_union")
+        )
+        assert (params.get("shift") == "strong,weak") == both, name
+    for shift, downstream in (("strong", "python-code"), ("weak", "python-docs")):
+        twin = compose_experiment("gupta2023_rewarm_cpu", f"shift={shift}")
+        assert (twin.data.domains.upstream.source, twin.data.domains.downstream.source) == (
+            "package-docs",
+            downstream,
+        )
+        # continued with the upstream model's own tokenizer, from its run folder
+        assert twin.data.tokenizer == "outputs/twin-upstream/tokenizer.json"
+        assert twin.init == "ckpt:outputs/twin-upstream/checkpoints/last.ckpt"
+    upstream = compose_experiment("twin_upstream")
+    sources = {d.source for d in upstream.data.domains.values()}
+    assert sources == {"package-docs", "python-code", "python-docs"}  # its tokenizer sees all three
+    assert (
+        upstream.data.train == "upstream"
+        and upstream.data.domains.upstream.source == "package-docs"
+    )

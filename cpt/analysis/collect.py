@@ -8,7 +8,8 @@
 - `runs_by_seed.csv` when `seed` is one of them: one row per grid point, every result's mean,
   standard deviation and 95 % interval over the seeds (`cpt/analysis/seeds.py`).
 - `curves.csv`: the long table (run, step, tokens, domain, metric, value) of every validation,
-  stability-gap and per-source training curve.
+  stability-gap and per-source training curve, and of every task metric in the loop (`domain` is
+  then the task, `metric` is `task_<metric>`, e.g. `task_acc_norm`).
 Failed and unfinished jobs are listed, never dropped. `--wandb entity/project/group` builds the same
 two tables from the wandb API instead, for runs that happened elsewhere (needs network and a key);
 the column names are `cpt/columns.py`'s, which the wandb run summary uses too.
@@ -31,7 +32,7 @@ from cpt.analysis.seeds import SEED, by_seed
 from cpt.columns import overrides_as_columns, summary_columns
 from cpt.naming import swept_keys
 
-CURVE_PREFIXES = ("val/", "stability_gap/", "train/")
+CURVE_PREFIXES = ("val/", "stability_gap/", "train/", "task/")
 
 
 def find_jobs(folder: Path) -> list[Path]:
@@ -90,7 +91,12 @@ def curves_from_records(records: Iterable[dict[str, Any]], run: str) -> list[dic
             kind, domain, metric = key.split("/")
             if kind == "stability_gap" and metric != "loss":
                 continue  # the gap's metrics, logged once at the end: in runs.csv instead
-            name = {"val": metric, "stability_gap": f"gap_{metric}", "train": f"train_{metric}"}
+            name = {
+                "val": metric,
+                "stability_gap": f"gap_{metric}",
+                "train": f"train_{metric}",
+                "task": f"task_{metric}",  # `domain` is then the task: task/<task>/<metric>
+            }
             out.append(
                 {
                     "run": run,

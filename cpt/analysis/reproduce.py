@@ -1,40 +1,56 @@
-"""`python scripts/reproduce.py PAPER` (or `python -m cpt.analysis.reproduce PAPER`): a paper's small-scale twin on the built-in corpora (2 cores).
+"""`python scripts/reproduce.py PAPER` (or `make reproduce PAPER=...`): a paper's small-scale twin on
+the built-in corpora, three seeds per grid point, on a strong and a weak shift, with verdicts.
 
-PAPER is gupta2023, ibrahim2024_replay, ibrahim2024_infinite, guo2024 or all.
+PAPER is gupta2023, guo2024, ibrahim2024_infinite, ibrahim2024_replay or all (in that order: the
+union baseline, the longest runs, last).
 
-1. the upstream model: `tiny` pre-trained on python-docs (experiment=demo_pretrain) into
-   outputs/upstream, skipped when its checkpoint exists (CPT_UPSTREAM names another checkpoint);
-2. the twin's grid (`-m experiment=<paper>_cpu`, two jobs side by side, one core each) and its
-   baselines or follow-up tasks;
-3. `runs.csv`/`curves.csv` (cpt.analysis.collect), the figures, and `results.md`: one row per run
-   (final loss per domain, change from the upstream model, stability-gap peak and recovery) and the
-   paper's claims, each with the numbers that bear on it.
+1. the upstream model: `tiny` pre-trained on package-docs (experiment=twin_upstream) into
+   outputs/twin-upstream with checkpoints every 750 steps (its revisions), skipped when its
+   checkpoint exists (CPT_UPSTREAM names another run folder);
+2. the twin's grids (`-m experiment=<paper>_cpu`: `seed` 1, 2, 3 and, for Gupta and Ibrahim,
+   `shift` strong and weak), two jobs side by side on one core each through Hydra's joblib launcher;
+   a finished grid or run is skipped, so an interrupted reproduction resumes;
+3. per grid `runs.csv`, `curves.csv`, `runs_by_seed.csv` (`cpt.analysis.collect`), the figures
+   (means with 95 % bands; also copied into docs/figures), and `results.md`: each grid point's mean
+   +- standard deviation over seeds, and each claim of the paper with a verdict from the intervals
+   (`cpt.analysis.verdicts`). `docs/REPRODUCTION.md`'s generated sections are replaced by them.
 
-    python scripts/reproduce.py gupta2023 [--out outputs/reproduce] [extra overrides]
+    python scripts/reproduce.py gupta2023 [--out outputs/reproduce] [--no-docs] [extra overrides]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd  # noqa: E402
+
 from cpt.analysis import plots  # noqa: E402
+from cpt.analysis import verdicts as v  # noqa: E402
 from cpt.analysis.collect import collect  # noqa: E402
+from cpt.analysis.seeds import SEED, by_seed  # noqa: E402
 
 # relative to where it runs, like Hydra's outputs/ and the twins' `init` (conf/scale/cpu.yaml)
-UPSTREAM = Path(os.environ.get("CPT_UPSTREAM", "outputs/upstream/checkpoints/last.ckpt"))
-ONE_CORE = {**os.environ, "OMP_NUM_THREADS": "1", "CPT_UPSTREAM": str(UPSTREAM)}
+UPSTREAM_RUN = Path(os.environ.get("CPT_UPSTREAM", "outputs/twin-upstream"))
+UPSTREAM = UPSTREAM_RUN / "checkpoints" / "last.ckpt"
+ENV = {**os.environ, "CPT_UPSTREAM": str(UPSTREAM_RUN)}
 COMMON = ["logger=csv", "trainer.enable_progress_bar=false"]
+SEEDS = (1, 2, 3)  # as conf/scale/cpu.yaml sweeps them; the chained runs loop over them here
+REVISIONS = (750, 1500, 3000)  # the upstream steps kept as checkpoints (experiment=twin_upstream)
+DOCS = Path("docs")
+FIGURE_LIMIT = 200_000  # bytes: committed figures stay small
 
 
 def finished(args: tuple[str, ...] | list[str]) -> bool:
@@ -50,7 +66,8 @@ def finished(args: tuple[str, ...] | list[str]) -> bool:
 
 
 def train(*args: str, parallel: int = 1) -> None:
-    """`python -m cpt.train ARGS`; `-m` grids run `parallel` jobs side by side (joblib)."""
+    """`python -m cpt.train ARGS`; `-m` grids run `parallel` jobs side by side (joblib), one core
+    each; a single run gets both cores."""
     if finished(args):
         print("== finished already:", " ".join(args), flush=True)
         return
@@ -59,30 +76,30 @@ def train(*args: str, parallel: int = 1) -> None:
     )
     command = [sys.executable, "-m", "cpt.train", *args, *launcher, *COMMON]
     print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, env=ONE_CORE if parallel > 1 else {**ONE_CORE, "OMP_NUM_THREADS": "2"})
+    threads = "1" if parallel > 1 else "2"
+    subprocess.run(command, env={**ENV, "OMP_NUM_THREADS": threads})
 
 
 def run_grid(experiment: str, folder: Path, extra: list[str]) -> None:
-    """The `-m` grid of an experiment into `folder`, two jobs side by side."""
+    """The `-m` grid of an experiment (its seeds and shifts included) into `folder`."""
     train("-m", f"experiment={experiment}", f"hydra.sweep.dir={folder}", *extra, parallel=2)
 
 
-def together(*runs: list[str]) -> None:
-    """Single runs side by side, one core each."""
-    processes = []
-    for args in runs:
+def side_by_side(runs: list[list[str]]) -> None:
+    """Single runs two at a time, one core each (runs that finished already are skipped)."""
+
+    def one(args: list[str]) -> None:
         if finished(args):
             print("== finished already:", " ".join(args), flush=True)
-            continue
+            return
         print("$ python -m cpt.train", " ".join(args), flush=True)
-        processes.append(
-            subprocess.Popen([sys.executable, "-m", "cpt.train", *args, *COMMON], env=ONE_CORE)
+        subprocess.run(
+            [sys.executable, "-m", "cpt.train", *args, *COMMON],
+            env={**ENV, "OMP_NUM_THREADS": "1"},
         )
-    for process in processes:
-        process.wait()
 
-
-REVISIONS = (200, 400, 800)  # the upstream steps kept as checkpoints (gupta2023_revisions_cpu)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, runs))
 
 
 def revision(step: int) -> Path:
@@ -90,255 +107,313 @@ def revision(step: int) -> Path:
 
 
 def ensure_upstream() -> None:
-    if UPSTREAM.is_file():
+    """Train the upstream model unless its run finished (last.ckpt alone may be a mid-run save)."""
+    if (UPSTREAM_RUN / "summary.json").is_file() and UPSTREAM.is_file():
         return
-    print(f"== the upstream model -> {UPSTREAM.parents[1]}", flush=True)
-    train(
-        "experiment=demo_pretrain",
-        f"hydra.run.dir={UPSTREAM.parents[1]}",
-        "callbacks.checkpoint.every_n_train_steps=200",  # its revisions, as Pythia's
-    )
+    print(f"== the upstream model -> {UPSTREAM_RUN}", flush=True)
+    train("experiment=twin_upstream", f"hydra.run.dir={UPSTREAM_RUN}")
     if not UPSTREAM.is_file():
         raise SystemExit(f"reproduce: the upstream run did not write {UPSTREAM}")
 
 
 # ---- results ------------------------------------------------------------------------------------
-def table(runs: list[dict[str, Any]], label: Callable[[dict[str, Any]], str]) -> list[str]:
-    rows = [
-        "| run | upstream loss (change) | downstream loss (change) | upstream gap peak @ step | recovered at |",
-        "|---|---|---|---|---|",
-    ]
-    for r in runs:
-        if r["status"] != "finished":
-            rows.append(f"| {label(r)} | {r['status']}: {r.get('error', '')} | | | |")
-            continue
-        up, down = (
-            (r[f"final/val/{d}/loss"], r[f"final/val/{d}/loss"] - r[f"initial/val/{d}/loss"])
-            for d in ("upstream", "downstream")
-        )
-        gap = ""
-        if "gap/upstream/peak" in r:
-            recovered = r.get("gap/upstream/recovery_step")
-            recovered = "never" if recovered in (None, "") else f"{int(recovered)}"
-            gap = f"{r['gap/upstream/peak']:.3f} @ {int(r['gap/upstream/peak_step'])} | {recovered}"
-        else:
-            gap = "| "
-        rows.append(
-            f"| {label(r)} | {up[0]:.3f} ({up[1]:+.3f}) | {down[0]:.3f} ({down[1]:+.3f}) | {gap} |"
-        )
-    return rows
+def results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Collect a grid: its runs (with the derived columns verdicts use) and their seed groups."""
+    collect(folder)
+    runs, _ = plots.load(folder)
+    runs = v.derive(runs)
+    swept = runs.attrs.get("swept") or [SEED]
+    if SEED not in swept:
+        swept = [*swept, SEED]
+    runs.attrs["swept"] = swept
+    return runs, by_seed(runs, swept)
 
 
-def value(r: dict[str, Any], key: str) -> float:
-    return float(r[key]) if r.get("status") == "finished" and key in r else float("nan")
+def figure(name: str, fig, folder: Path, paper: str) -> str:
+    """Save a figure into the results folder and, small, into docs/figures/<paper>_<name>."""
+    path = folder / name
+    fig.savefig(path, dpi=90)
+    plots.plt.close(fig)
+    if DOCS.is_dir() and path.stat().st_size <= FIGURE_LIMIT:
+        (DOCS / "figures").mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS / "figures" / f"{paper}_{name}")
+    return name
 
 
-def mean(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return sum(values) / len(values) if values else float("nan")
+def by_shift(runs: pd.DataFrame, curves: pd.DataFrame, shift: str):
+    """The runs (and curves) of one shift, labelled by the other swept keys."""
+    part = runs[runs["shift"] == shift] if "shift" in runs else runs
+    part.attrs["swept"] = [k for k in runs.attrs.get("swept", []) if k != "shift"]
+    return part, curves[curves["run"].isin(part["run"])]
 
 
-def write(folder: Path, title: str, lines: list[str], started: float) -> None:
-    lines += ["", f"Wall time: {time.time() - started:.0f} s on {os.cpu_count()} cores."]
-    (folder / "results.md").write_text(f"# {title}\n\n" + "\n".join(lines) + "\n")
-    print((folder / "results.md").read_text())
+def write(folder: Path, title: str, sections: list[str]) -> str:
+    text = f"# {title}\n\n" + "\n".join(sections)
+    seconds = json.loads((folder / WALL).read_text())["seconds"] if (folder / WALL).is_file() else 0
+    text += (
+        f"\n\nWall time of its training: {seconds / 60:.0f} min on {os.cpu_count()} cores "
+        "(two runs side by side; summed over resumed calls).\n"
+    )
+    (folder / "results.md").write_text(text)
+    print(text, flush=True)
+    return text
 
 
-def figures(folder: Path, kinds: list[str]) -> list[str]:
-    runs, curves = plots.load(folder)
-    made = []
-    if "rewarming" in kinds:
-        plots.plot_rewarming(runs, curves).savefig(folder / "rewarming.png", dpi=120)
-        made.append("rewarming.png")
-    if "replay" in kinds:
-        plots.plot_replay_frontier(runs).savefig(folder / "replay_frontier.png", dpi=120)
-        made.append("replay_frontier.png")
-    if "gap" in kinds:
-        plots.plot_stability_gap(runs, curves, max_step=300).savefig(
-            folder / "stability_gap.png", dpi=120
-        )
-        made.append("stability_gap.png")
-    return made
+def shifts(runs: pd.DataFrame) -> list[str]:
+    return sorted(runs["shift"].dropna().unique()) if "shift" in runs else ["strong"]
 
 
 # ---- the papers ----------------------------------------------------------------------------------
-def gupta2023(out: Path, extra: list[str]) -> None:
-    started = time.time()
+def gupta2023_train(out: Path, extra: list[str]) -> None:
     run_grid("gupta2023_rewarm_cpu", out / "grid", extra)
-    train("experiment=gupta2023_constant_cpu", f"hydra.run.dir={out / 'constant'}", *extra)
-    have_revisions = all(revision(step).is_file() for step in REVISIONS)
-    revisions_dir = out.parent / f"{out.name}_revisions"  # beside: its own table and figures
-    if have_revisions:
-        run_grid("gupta2023_revisions_cpu", revisions_dir, extra)
-    _, _, runs = collect(out)
-    made = figures(out, ["rewarming", "gap"])
-    grid = [r for r in runs if "optim.max_lr" in r]
-    constant = [r for r in runs if "optim.max_lr" not in r]
+    run_grid("gupta2023_constant_cpu", out / "constant", extra)
+    inits = ",".join(f"ckpt:{revision(step)}" for step in REVISIONS)
+    if all(revision(step).is_file() for step in REVISIONS):
+        run_grid("gupta2023_revisions_cpu", out / "revisions", [f"init={inits}", *extra])
 
-    def label(r: dict[str, Any]) -> str:
-        if r in constant:
-            return "constant 2e-4 (no re-warming)"
-        return f"max_lr {float(r['optim.max_lr']):g}, warm-up {float(r['schedule.warmup']):.1%}"
 
-    by_lr = {}
-    for r in grid:
-        by_lr.setdefault(float(r["optim.max_lr"]), []).append(r)
-    lines = table(runs, label) + ["", "Per max LR (mean over the four warm-ups):", ""]
-    lines += [
-        "| max LR | final upstream | final downstream | upstream gap peak - initial | spread of downstream over warm-ups |",
-        "|---|---|---|---|---|",
+def gupta2023(out: Path) -> str:
+    runs, table = results(out / "grid")
+    _, curves = plots.load(out / "grid")
+    const_runs, constant = results(out / "constant")
+    sections = [
+        v.grid_table(table, ["shift", "optim.max_lr", "schedule.warmup"]),
+        "",
+        "Constant LR 2e-4, no re-warming:",
+        "",
+        v.grid_table(constant, ["shift"]),
     ]
-    for lr, rs in sorted(by_lr.items()):
-        downs = [value(r, "final/val/downstream/loss") for r in rs]
-        rise = mean([value(r, "gap/upstream/peak") - value(r, "gap/upstream/initial") for r in rs])
-        lines.append(
-            f"| {lr:g} | {mean([value(r, 'final/val/upstream/loss') for r in rs]):.3f} | {mean(downs):.3f} "
-            f"| {rise:+.3f} | {max(downs) - min(downs):.3f} |"
-        )
-    if constant:
-        c = constant[0]
-        lines += [
+    claims = v.gupta_claims(table, constant)
+    if (out / "revisions").is_dir():
+        _, revisions = results(out / "revisions")
+        revisions["upstream step"] = revisions["init"].map(v.revision_step)
+        sections += [
             "",
-            f"Constant baseline: upstream {value(c, 'final/val/upstream/loss'):.3f}, downstream "
-            f"{value(c, 'final/val/downstream/loss'):.3f}, upstream gap peak - initial "
-            f"{value(c, 'gap/upstream/peak') - value(c, 'gap/upstream/initial'):+.3f}.",
+            "From earlier upstream checkpoints (strong shift, warm-up 1 %, max LR 2e-3):",
         ]
-    lines += ["", "Starting from an earlier upstream checkpoint (warm-up 1 %, max LR 2e-3):", ""]
-    if have_revisions:
-        _, _, revisions = collect(revisions_dir)
-        lines += table(
-            revisions, lambda r: f"upstream step {str(r.get('init', '')).split('step')[-1][:7]}"
+        sections += ["", v.grid_table(revisions, ["upstream step"])]
+        claims += v.revision_claims(revisions)
+    made = []
+    for shift in shifts(runs):
+        part, part_curves = by_shift(runs, curves, shift)
+        made.append(
+            figure(
+                f"rewarming_{shift}.png",
+                plots.plot_rewarming(part, part_curves),
+                out,
+                "gupta2023",
+            )
         )
-    else:
-        lines.append(
-            f"not run: the upstream model has no revisions ({revision(REVISIONS[0])} is missing; "
-            "remove outputs/upstream to train it again with them)"
+        made.append(
+            figure(
+                f"stability_gap_{shift}.png",
+                plots.plot_stability_gap(part, part_curves, max_step=300),
+                out,
+                "gupta2023",
+            )
         )
-    write(
-        out,
-        "Gupta et al. 2023, small-scale twin",
-        lines + ["", "Figures: " + ", ".join(made)],
-        started,
-    )
+    sections += ["", v.claims_table(claims), "", "Figures: " + ", ".join(made)]
+    return write(out, "Gupta et al. 2023, small-scale twin", sections)
 
 
-def ibrahim2024_replay(out: Path, extra: list[str]) -> None:
-    started = time.time()
+def ibrahim2024_replay_train(out: Path, extra: list[str]) -> None:
     run_grid("ibrahim2024_replay_cpu", out / "grid", extra)
-    train("experiment=ibrahim2024_union_cpu", f"hydra.run.dir={out / 'union'}", *extra)
-    collect(out / "grid")  # the frontier and the gap curves: the replay grid alone
-    made = figures(out / "grid", ["replay", "gap"])
-    _, _, runs = collect(out)
-    grid = [r for r in runs if "callbacks.replay.fraction" in r]
-
-    def label(r: dict[str, Any]) -> str:
-        if r not in grid:
-            return "union 50/50 from scratch (1100 steps)"
-        return f"replay {float(r['callbacks.replay.fraction']):.1%}"
-
-    lines = table(runs, label)
-    write(
-        out,
-        "Ibrahim et al. 2024 (replay), small-scale twin",
-        lines + ["", "Figures: grid/" + ", grid/".join(made)],
-        started,
-    )
+    run_grid("ibrahim2024_union_cpu", out / "union", extra)
 
 
-def ibrahim2024_infinite(out: Path, extra: list[str]) -> None:
-    started = time.time()
-    exp, nxt = "experiment=ibrahim2024_infinite_cpu", "experiment=ibrahim2024_infinite_next_cpu"
-    cosine = ["schedule=cosine", "schedule.warmup=0.01", "schedule.min_lr_ratio=0.1"]
-    ckpt = "checkpoints/last.ckpt"
-    together(
-        [exp, "schedule.anneal=0.0", f"hydra.run.dir={out / 'task1_infinite'}", *extra],
-        [exp, *cosine, f"hydra.run.dir={out / 'task1_cosine'}", *extra],
-    )
-    together(
-        [exp, "schedule.anneal=0.15", f"hydra.run.dir={out / 'task1_infinite_annealed'}", *extra],
+def ibrahim2024_replay(out: Path) -> str:
+    runs, table = results(out / "grid")
+    _, curves = plots.load(out / "grid")
+    _, union = results(out / "union")
+    sections = [
+        v.grid_table(table, ["shift", "callbacks.replay.fraction"], replayed=True),
+        "",
+        "The union baseline (from scratch on both, 50/50, 3300 steps):",
+        "",
+        v.grid_table(union, ["shift"]),
+    ]
+    made = []
+    for shift in shifts(runs):
+        part, _ = by_shift(runs, curves, shift)
+        made.append(
+            figure(
+                f"replay_frontier_{shift}.png",
+                plots.plot_replay_frontier(part),
+                out,
+                "ibrahim2024_replay",
+            )
+        )
+    sections += [
+        "",
+        v.claims_table(v.replay_claims(table, union)),
+        "",
+        "Figures: " + ", ".join(made),
+    ]
+    return write(out, "Ibrahim et al. 2024 (replay), small-scale twin", sections)
+
+
+INFINITE = {  # folder: (task, what it is, its overrides)
+    "task1_infinite": (1, "infinite, constant to the end", ["schedule.anneal=0.0"]),
+    "task1_infinite_annealed": (
+        1,
+        "infinite, annealed over the last 15 %",
+        ["schedule.anneal=0.15"],
+    ),
+    "task1_cosine": (
+        1,
+        "cosine re-warm + re-decay",
+        ["schedule=cosine", "schedule.warmup=0.01", "schedule.min_lr_ratio=0.1"],
+    ),
+    "task2_infinite": (
+        2,
+        "from task 1's constant: constant carried, no re-warm",
+        ["schedule.anneal=0.0"],
+    ),
+    "task2_infinite_annealed": (
+        2,
+        "from task 1's constant: constant, annealed at the end",
+        ["schedule.anneal=0.15"],
+    ),
+    "task2_cosine": (
+        2,
+        "from task 1's cosine: re-warm + re-decay again",
         [
-            nxt,
-            f"init=ckpt:{out / 'task1_infinite' / ckpt}",
-            "schedule.anneal=0.0",
-            f"hydra.run.dir={out / 'task2_infinite'}",
-            *extra,
-        ],
-    )
-    together(
-        [
-            nxt,
-            f"init=ckpt:{out / 'task1_infinite' / ckpt}",
-            "schedule.anneal=0.15",
-            f"hydra.run.dir={out / 'task2_infinite_annealed'}",
-            *extra,
-        ],
-        [
-            nxt,
-            f"init=ckpt:{out / 'task1_cosine' / ckpt}",
-            *cosine,
+            "schedule=cosine",
+            "schedule.warmup=0.01",
+            "schedule.min_lr_ratio=0.1",
             "optim.max_lr=2e-3",
             "callbacks.rewarm.optimizer_state=fresh",
-            f"hydra.run.dir={out / 'task2_cosine'}",
-            *extra,
         ],
-    )
-    _, _, runs = collect(out)
-    made = figures(out, ["gap"])
-    names = {
-        "task1_infinite": "task 1 (code), infinite, constant to the end",
-        "task1_infinite_annealed": "task 1 (code), infinite, annealed over the last 15 %",
-        "task1_cosine": "task 1 (code), cosine re-warm + re-decay",
-        "task2_infinite": "task 2 (docs) from task 1 constant: constant carried, no re-warm",
-        "task2_infinite_annealed": "task 2 (docs) from task 1 constant: constant, annealed at the end",
-        "task2_cosine": "task 2 (docs) from task 1 cosine: re-warm + re-decay again",
-    }
-    order = sorted(
-        runs,
-        key=lambda r: (
-            list(names).index(Path(r["run"]).name) if Path(r["run"]).name in names else 99
-        ),
-    )
-    lines = table(order, lambda r: names.get(Path(r["run"]).name, r["run"]))
-    write(
-        out,
-        "Ibrahim et al. 2024 (infinite schedule), small-scale twin",
-        lines + ["", "Figures: " + ", ".join(made)],
-        started,
-    )
-
-
-def guo2024(out: Path, extra: list[str]) -> None:
-    started = time.time()
-    run_grid("guo2024_stability_gap_cpu", out / "grid", extra)
-    _, _, runs = collect(out / "grid")
-    made = figures(out / "grid", ["gap"])
-    lines = table(runs, lambda r: f"mitigation: {r.get('mitigation', '?')}")
-    lines += [
-        "",
-        "| mitigation | downstream gap peak - initial | downstream recovered at | upstream gap area |",
-        "|---|---|---|---|",
-    ]
-    for r in runs:
-        rise = value(r, "gap/downstream/peak") - value(r, "gap/downstream/initial")
-        recovered = r.get("gap/downstream/recovery_step")
-        lines.append(
-            f"| {r.get('mitigation')} | {rise:+.3f} | {'never' if recovered in (None, '') else int(recovered)} "
-            f"| {value(r, 'gap/upstream/area'):.1f} |"
-        )
-    write(
-        out,
-        "Guo et al. 2024, small-scale twin",
-        lines + ["", "Figures: grid/" + ", grid/".join(made)],
-        started,
-    )
-
-
-PAPERS = {
-    "gupta2023": gupta2023,
-    "ibrahim2024_replay": ibrahim2024_replay,
-    "ibrahim2024_infinite": ibrahim2024_infinite,
-    "guo2024": guo2024,
+    ),
 }
+
+
+def ibrahim2024_infinite_train(out: Path, extra: list[str]) -> None:
+    """Two tasks in a chain, per seed: code after the upstream model, then back to its domain."""
+    ckpt = "checkpoints/last.ckpt"
+    experiment = {
+        1: "experiment=ibrahim2024_infinite_cpu",
+        2: "experiment=ibrahim2024_infinite_next_cpu",
+    }
+    parent = {
+        "task2_infinite": "task1_infinite",
+        "task2_infinite_annealed": "task1_infinite",
+        "task2_cosine": "task1_cosine",
+    }
+    for task in (1, 2):
+        side_by_side(
+            [
+                [
+                    experiment[task],
+                    f"seed={seed}",
+                    *overrides,
+                    *(
+                        [f"init=ckpt:{out / parent[name] / f'seed={seed}' / ckpt}"]
+                        if task == 2
+                        else []
+                    ),
+                    f"hydra.run.dir={out / name / f'seed={seed}'}",
+                    *extra,
+                ]
+                for name, (t, _, overrides) in INFINITE.items()
+                if t == task
+                for seed in SEEDS
+            ]
+        )
+
+
+def ibrahim2024_infinite(out: Path) -> str:
+    collect(out)
+    runs, curves = plots.load(out)
+    runs = v.derive(runs)
+    runs["variant"] = [Path(r).parent.name for r in runs["run"]]
+    runs.attrs["swept"] = ["variant", SEED]
+    table = by_seed(runs, ["variant", SEED])
+    table["variant"] = pd.Categorical(table["variant"], list(INFINITE))
+    table = table.sort_values("variant")
+    table["run"] = [f"task {INFINITE[n][0]}, {INFINITE[n][1]}" for n in table["variant"]]
+    sections = [v.grid_table(table, ["run"])]
+    made = []
+    for task in (1, 2):
+        part = runs[runs["variant"].str.startswith(f"task{task}")]
+        part.attrs["swept"] = ["variant", SEED]
+        made.append(
+            figure(
+                f"stability_gap_task{task}.png",
+                plots.plot_stability_gap(
+                    part, curves[curves["run"].isin(part["run"])], max_step=300
+                ),
+                out,
+                "ibrahim2024_infinite",
+            )
+        )
+    sections += [
+        "",
+        v.claims_table(v.infinite_claims(table.set_index("variant"))),
+        "",
+        "Figures: " + ", ".join(made),
+    ]
+    return write(out, "Ibrahim et al. 2024 (infinite schedule), small-scale twin", sections)
+
+
+def guo2024_train(out: Path, extra: list[str]) -> None:
+    run_grid("guo2024_stability_gap_cpu", out / "grid", extra)
+
+
+def guo2024(out: Path) -> str:
+    runs, table = results(out / "grid")
+    _, curves = plots.load(out / "grid")
+    sections = [v.grid_table(table, ["mitigation"], tasks=True)]
+    tasks = sorted({d for d in curves.loc[curves["metric"] == "task_acc_norm", "domain"]})
+    made = [
+        figure(
+            "stability_gap.png",
+            plots.plot_stability_gap(runs, curves, max_step=300),
+            out,
+            "guo2024",
+        ),
+    ]
+    if tasks:
+        made.append(
+            figure(
+                "stability_gap_tasks.png",
+                plots.plot_curves(
+                    runs,
+                    curves,
+                    "task_acc_norm",
+                    "step",
+                    plots.swept(runs),
+                    tasks,
+                    "{domain}",
+                    "optimizer step",
+                    "accuracy (acc_norm)",
+                    300,
+                ),
+                out,
+                "guo2024",
+            )
+        )
+    sections += ["", v.claims_table(v.guo_claims(table)), "", "Figures: " + ", ".join(made)]
+    return write(out, "Guo et al. 2024, small-scale twin", sections)
+
+
+PAPERS = {  # name: (its runs, its results); `all` trains every paper, then reports each
+    "gupta2023": (gupta2023_train, gupta2023),
+    "guo2024": (guo2024_train, guo2024),
+    "ibrahim2024_infinite": (ibrahim2024_infinite_train, ibrahim2024_infinite),
+    "ibrahim2024_replay": (ibrahim2024_replay_train, ibrahim2024_replay),
+}
+WALL = "train_seconds.json"
+
+
+def timed(folder: Path, work: Callable[[], None]) -> None:
+    """Run `work` and add its wall time to `folder/train_seconds.json` (resumed calls add up)."""
+    started = time.time()
+    work()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WALL
+    seconds = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+    path.write_text(json.dumps({"seconds": round(seconds + time.time() - started, 1)}))
 
 
 def main() -> None:
@@ -347,11 +422,22 @@ def main() -> None:
     )
     parser.add_argument("paper", choices=[*PAPERS, "all"])
     parser.add_argument("--out", default="outputs/reproduce")
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/ as it is")
     args, extra = parser.parse_known_args()
-    ensure_upstream()
-    for name in PAPERS if args.paper == "all" else [args.paper]:
-        print(f"== {name}", flush=True)
-        PAPERS[name](Path(args.out) / name, extra)
+    if args.no_docs:
+        global DOCS
+        DOCS = Path("/nonexistent")
+    out = Path(args.out)
+    timed(out / "upstream", ensure_upstream)
+    names = list(PAPERS) if args.paper == "all" else [args.paper]
+    for name in names:
+        print(f"== {name}: training", flush=True)
+        timed(out / name, lambda: PAPERS[name][0](out / name, extra))  # noqa: B023
+    for name in names:
+        text = PAPERS[name][1](out / name)
+        text = v.embed_figures(text, name, DOCS / "figures")
+        if DOCS.is_dir() and not v.update_doc(DOCS / "REPRODUCTION.md", name, text):
+            print(f"reproduce: docs/REPRODUCTION.md has no section {name}: left as it is")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from cpt.data.sources import SourceError, SourceSpec, check_source
 class DomainSpec(SourceSpec):
     """`data.domains.<name>`: the source's fields, then how much of it and how it trains."""
 
-    source: str = MISSING  # python-docs | python-code | files (path or glob) | hf:<dataset> | a prepared folder
+    source: str = MISSING  # python-docs | python-code | package-docs | files (path or glob) | hf:<dataset> | a prepared folder
     max_docs: int | None = None  # use only the first documents of the source
     val_tokens: int = 32768  # held-out documents, fixed across runs
     # training only (the prepared files do not depend on these):

@@ -1,7 +1,7 @@
 """Where documents come from, in a fixed order: built-in corpora, files, Hugging Face datasets.
 
 A source is named by one string:
-- `python-docs` / `python-code`: the built-in corpora (`cpt.data.corpora`);
+- `python-docs` / `python-code` / `package-docs`: the built-in corpora (`cpt.data.corpora`);
 - a path or glob of files: `.jsonl` / `.json` (plain, `.gz` or `.zst`), `.parquet`, `.txt` / `.md`
   (one document per file); JSON and parquet documents are read from the `text_field`;
 - `hf:<hub name or saved folder>`: a Hugging Face `datasets` dataset (`hf_config`, `split`,
@@ -22,9 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cpt.data.corpora import python_code, python_docs, stdlib_files
+from cpt.data.corpora import package_docs, package_files, python_code, python_docs, stdlib_files
 
-BUILTIN = {"python-docs": python_docs, "python-code": python_code}
+BUILTIN = {"python-docs": python_docs, "python-code": python_code, "package-docs": package_docs}
+BUILTIN_FILES = {
+    "python-docs": stdlib_files,
+    "python-code": stdlib_files,
+    "package-docs": package_files,
+}
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 TEXT_SUFFIXES = (".txt", ".md")
 FILE_SUFFIXES = (*JSON_SUFFIXES, ".parquet", *TEXT_SUFFIXES)
@@ -38,7 +43,7 @@ class SourceError(ValueError):
 class SourceSpec:
     """Where a domain's documents come from (the first fields of `data.domains.<name>`)."""
 
-    source: str  # python-docs | python-code | files or a glob | hf:<dataset> | a prepared folder
+    source: str  # python-docs | python-code | package-docs | files or a glob | hf:<dataset> | a prepared folder
     text_field: str = "text"
     hf_config: str | None = None
     split: str = "train"
@@ -201,7 +206,7 @@ def fingerprint(spec: SourceSpec) -> str:
     h = hashlib.sha256(json.dumps(source_fields(spec), sort_keys=True).encode())
     if spec.kind == "builtin":
         h.update(sys.version.encode())
-        for path in stdlib_files():
+        for path in BUILTIN_FILES[spec.source]():
             h.update(f"{path}:{path.stat().st_size}".encode())
     elif spec.kind == "files":
         for path in resolve_files(spec.source):
