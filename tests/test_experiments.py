@@ -208,3 +208,9 @@ def test_twins_run_three_seeds_and_the_gupta_and_ibrahim_grids_both_shifts():
         upstream.data.train == "upstream"
         and upstream.data.domains.upstream.source == "package-docs"
     )
+
+
+def test_the_guo_twin_measures_the_gap_on_tasks_densely():
+    guo = compose_experiment("guo2024_stability_gap_cpu", "init=ckpt:x").callbacks.task_eval
+    others = compose_experiment("gupta2023_rewarm_cpu", "init=ckpt:x").callbacks.task_eval
+    assert guo.dense and guo.dense[0][1] <= 5 and not others.dense  # the others: start and end

@@ -101,3 +101,33 @@ def test_figures_draw_the_mean_over_seeds_with_bands_and_error_bars():
     assert mean == pytest.approx([4.2, 4.3, 4.4])
     frontier = plots.plot_replay_frontier(runs).axes[0]
     assert len(frontier.containers) == 1  # one errorbar series (no other swept key)
+
+
+def test_a_task_sequence_draws_each_chain_through_both_tasks_with_a_band():
+    runs, curves = [], []
+    for variant, level in (("t1_a", 4.0), ("t2_a", 3.0), ("t1_b", 4.5), ("t2_b", 3.5)):
+        for seed in (1, 2, 3):
+            run = f"{variant}/seed={seed}"
+            runs.append({"run": run, "status": "finished", "variant": variant, "seed": seed})
+            for step in (0, 10, 20):
+                for domain in ("upstream", "downstream"):
+                    value = level + 0.01 * seed - 0.001 * step
+                    curves.append(
+                        {
+                            "run": run,
+                            "step": step,
+                            "tokens": 0.0,
+                            "domain": domain,
+                            "metric": "gap_loss",
+                            "value": value,
+                        }
+                    )
+    chains = {"a": ("t1_a", "t2_a"), "b": ("t1_b", "t2_b"), "missing": ("t1_c", "t2_c")}
+    fig = plots.plot_task_sequence(pd.DataFrame(runs), pd.DataFrame(curves), chains, steps=20)
+    ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_label().startswith(("a ", "b "))]
+    assert [line.get_label() for line in lines] == ["a (n=3 seeds)", "b (n=3 seeds)"]
+    xs, ys = lines[0].get_data()
+    assert list(xs) == [0, 10, 20, 20, 30, 40]  # task 2's steps after task 1's
+    assert ys[0] == pytest.approx(4.02) and ys[3] == pytest.approx(3.02)  # the mean over seeds
+    assert len(ax.collections) == 2  # a 95 % band per chain drawn

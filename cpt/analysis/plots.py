@@ -5,7 +5,9 @@
 - `plot_replay_frontier`: final upstream against final downstream loss per replay fraction, the
   forgetting/adaptation frontier of Ibrahim et al. 2024;
 - `plot_stability_gap` and `gap_table`: the first steps of CPT zoomed in, and the gap metrics
-  (Guo et al. 2024).
+  (Guo et al. 2024);
+- `plot_task_sequence`: the held-out loss through two tasks in a row, one line per chain of
+  schedules (infinite vs cosine over a task sequence, Ibrahim et al. 2024).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cpt.analysis.seeds import SEED, by_seed, curves_by_seed, group_keys  # noqa: E402
+from cpt.analysis.seeds import SEED, by_seed, curves_by_seed, group_keys, t95  # noqa: E402
 
 
 def load(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -188,6 +190,55 @@ def plot_stability_gap(
         "held-out loss",
         max_step,
     )
+
+
+def plot_task_sequence(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    chains: dict[str, tuple[str, str]],
+    steps: int,
+    metric: str = "gap_loss",
+    domains=("upstream", "downstream"),
+):
+    """Per domain, `metric` through task 1 then task 2 (its steps after task 1's `steps`), one line
+    per chain `{label: (task 1 variant, task 2 variant)}` (`runs["variant"]`), the mean over seeds
+    with its 95 % band."""
+    import math
+
+    finished = runs[runs["status"] == "finished"]
+    fig, axes = plt.subplots(1, len(domains), figsize=(6 * len(domains), 4), squeeze=False)
+    for ax, domain in zip(axes[0], domains):
+        mine = curves[(curves["domain"] == domain) & (curves["metric"] == metric)]
+        for name, chain in chains.items():
+            parts = []
+            for offset, variant in zip((0, steps), chain):
+                ids = finished.loc[finished["variant"] == variant, "run"]
+                part = mine[mine["run"].isin(ids)].groupby("step")["value"]
+                part = part.agg(["mean", "std", "count"]).reset_index()
+                part["step"] += offset
+                parts.append(part)
+            table = pd.concat(parts)
+            if table.empty:
+                continue
+            n = int(table["count"].max())
+            ci = [
+                t95(int(k)) * s / math.sqrt(k) if k > 1 else math.nan
+                for k, s in zip(table["count"], table["std"])
+            ]
+            line = ax.plot(table["step"], table["mean"], label=f"{name} (n={n} seeds)")[0]
+            low = table["mean"] - pd.Series(ci, index=table.index)
+            high = table["mean"] + pd.Series(ci, index=table.index)
+            ax.fill_between(
+                table["step"], low, high, color=line.get_color(), alpha=0.2, linewidth=0
+            )
+        ax.axvline(steps, color="gray", linestyle=":", linewidth=1)
+        ax.set_title(f"{domain}: task 1, then task 2 (from step {steps})", fontsize=10)
+        ax.set_xlabel("optimizer step over both tasks")
+        ax.set_ylabel("held-out loss")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def gap_table(runs: pd.DataFrame, domain: str = "upstream") -> pd.DataFrame:
