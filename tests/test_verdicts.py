@@ -115,6 +115,21 @@ def test_claims_name_each_shift_and_skip_points_the_grid_lacks():
     assert table.count("\n") == len(claims) + 1 and "| weak shift | **reproduces** |" in table
 
 
+def test_the_summary_lists_every_papers_verdicts_without_numbers():
+    claims = [
+        v.Claim("X helps", "weak shift", v.REPRODUCES, "1.0 vs 2.0"),
+        v.Claim("Y", "strong shift", v.OPEN, "n"),
+    ]
+    text = "# Paper\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n" + v.claims_table(claims)
+    table = v.summary({"gupta2023": text, "guo2024": v.claims_table(claims[:1])})
+    rows = [r for r in table.splitlines() if r.startswith("| g")]
+    assert rows == [
+        "| gupta2023 | X helps | weak shift | **reproduces** |",
+        "| gupta2023 | Y | strong shift | **not resolved at this scale** |",
+        "| guo2024 | X helps | weak shift | **reproduces** |",
+    ]
+
+
 def test_a_generated_section_replaces_only_itself(tmp_path: Path):
     doc = tmp_path / "REPRODUCTION.md"
     before = (

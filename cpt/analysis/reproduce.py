@@ -464,6 +464,14 @@ def main() -> None:
         text = v.embed_figures(text, name, DOCS / "figures")
         if DOCS.is_dir() and not v.update_doc(DOCS / "REPRODUCTION.md", name, text):
             print(f"reproduce: docs/REPRODUCTION.md has no section {name}: left as it is")
+    reported = {
+        n: (out / n / "results.md").read_text()
+        for n in PAPERS
+        if (out / n / "results.md").is_file()
+    }
+    (out / "summary.md").write_text(v.summary(reported))
+    if DOCS.is_dir():
+        v.update_doc(DOCS / "REPRODUCTION.md", "summary", v.summary(reported))
 
 
 if __name__ == "__main__":

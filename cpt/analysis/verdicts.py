@@ -157,6 +157,18 @@ def claims_table(claims: list[Claim]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: dict[str, str]) -> str:
+    """One table of every paper's verdicts (without their numbers), from each paper's
+    `results.md` text: the claims tables' rows."""
+    lines = ["| paper | claim | where | verdict |", "|---|---|---|---|"]
+    for paper, text in results.items():
+        for row in text.splitlines():
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            if len(cells) == 4 and cells[2].startswith("**") and cells[0] != "claim":
+                lines.append(f"| {paper} | {cells[0]} | {cells[1]} | {cells[2]} |")
+    return "# Summary\n\n" + "\n".join(lines) + "\n"
+
+
 def revision_step(init: object) -> int:
     match = re.search(r"step(\d+)", str(init))
     return int(match.group(1)) if match else -1
