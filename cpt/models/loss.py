@@ -58,9 +58,19 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         h_all, w = hidden.to(compute), weight.to(compute)
         losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
-        # fp32 accumulator of the output weight's gradient (the weight's own dtype when fp32)
+        # the output weight's gradient: an fp32 accumulator, except for bf16 on a CPU, where the
+        # chunks' bf16 products are summed in place in a bf16 buffer (oneDNN adds each product in
+        # fp32 and rounds the sum once per chunk) and cast to fp32 once at the end: an fp32 matmul
+        # or an fp32 add of every [vocab, d] product would cost twice the bf16 matmul itself, and
+        # the fp32 gradient is not held during the loop (memory); the rounding is of bf16, as
+        # autocast's own weight gradient (one bf16 matmul) has
+        in_buffer = want_weight and compute != torch.float32 and hidden.device.type == "cpu"
         grad_weight = (
-            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            torch.zeros(
+                weight.shape,
+                dtype=compute if in_buffer else torch.float32,
+                device=weight.device,
+            )
             if want_weight
             else None
         )
@@ -78,15 +88,21 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 # mean is applied in backward, to the small gradients rather than to this chunk
                 grad = log_probs.exp_()
                 grad[torch.arange(len(t), device=t.device), t] -= 1.0
-                if want_weight:
-                    if compute == torch.float32 or grad.device.type == "cpu":
-                        # fp32 in place: on a CPU an fp32 matmul costs less than upcasting a
-                        # [vocab, d] bf16 product for every chunk
-                        grad_weight.addmm_(grad.T, hidden[start : start + chunk].float())
-                    else:
-                        grad_weight += grad.to(compute).T @ h
+                if compute == torch.float32:
+                    if want_weight:
+                        grad_weight.addmm_(grad.T, hidden[start : start + chunk])
+                    if want_hidden:
+                        grad_hidden[start : start + chunk] = grad @ w
+                    continue
+                grad = grad.to(compute)
+                if in_buffer:
+                    grad_weight.addmm_(grad.T, h)
+                elif want_weight:
+                    grad_weight += grad.T @ h
                 if want_hidden:
-                    grad_hidden[start : start + chunk] = grad.to(compute) @ w
+                    grad_hidden[start : start + chunk] = grad @ w
+        if in_buffer:
+            grad_weight = grad_weight.float()
         # kept as attributes, not saved tensors, so that backward holds the only reference and
         # autograd can adopt the weight gradient as `.grad` instead of copying it
         ctx.grads = (grad_hidden, grad_weight)
