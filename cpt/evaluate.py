@@ -74,9 +74,13 @@ def check_limit(limit: Any) -> None:
         raise EvalInputError(f"limit: a fraction must be in (0, 1], got {limit}")
 
 
-def task_manager(include_path: str | None, *generated: Path) -> Any:
+def task_manager(include_path: str | None, *generated: Path, tasks: list[str] | None = None) -> Any:
     """lm-eval's task index, with the user's folder (a folder without YAMLs is refused) and the
-    folders of built-in tasks written for this run."""
+    folders of built-in tasks written for this run. When `tasks` are all built-in next-line tasks,
+    lm-eval's own ~15k task files are left out of it (indexing them takes seconds per process)."""
+    from cpt.tasks.next_line import domain_of
+
+    defaults = tasks is None or any(domain_of(t) is None for t in tasks)
     folders = [str(Path(f).resolve()) for f in generated]
     if include_path is not None:
         folder = Path(include_path).expanduser().resolve()
@@ -85,15 +89,15 @@ def task_manager(include_path: str | None, *generated: Path) -> Any:
         if not any(folder.rglob("*.yaml")):
             raise EvalInputError(f"include_path: {folder}: no task YAML files in it")
         folders.insert(0, str(folder))
-    return _index(tuple(folders))
+    return _index(tuple(folders), defaults)
 
 
 @functools.lru_cache(maxsize=4)
-def _index(folders: tuple[str, ...]) -> Any:
+def _index(folders: tuple[str, ...], defaults: bool = True) -> Any:
     """Indexing lm-eval's ~15k task files takes seconds: once per set of folders and process."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(folders)) if folders else TaskManager()
+    return TaskManager(include_path=list(folders) or None, include_defaults=defaults)
 
 
 def check_tasks(tasks: list[str], manager: Any, domains: list[str] | None = None) -> None:
@@ -179,14 +183,16 @@ def evaluate(args: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     from cpt.tasks.harness import HarnessLM
     from cpt.tasks.next_line import write_tasks
 
-    manager = task_manager(args["include_path"])
+    manager = task_manager(args["include_path"], tasks=args["tasks"])
     builtin = builtin_requested(args["tasks"], manager)
     prepared = run_datasets(args) if builtin else {}
     check_tasks(args["tasks"], manager, list(prepared))  # before any weights are read
     model, tokenizer = load(args)
     if builtin:
         manager = task_manager(
-            args["include_path"], write_tasks(data_root(args), prepared, tokenizer)
+            args["include_path"],
+            write_tasks(data_root(args), prepared, tokenizer),
+            tasks=args["tasks"],
         )
     check_decodes(args["tasks"], manager, tokenizer)
     device = next(model.parameters()).device

@@ -459,3 +459,12 @@ def test_task_eval_refuses_a_built_in_task_of_no_domain(tiny_run):
     with pytest.raises(ConfigError, match=r"^callbacks.task_eval.tasks: 'next_line_nope' is a "):
         run(cfg)
     assert not Path(cfg.output_dir).exists()
+
+
+def test_built_in_tasks_alone_do_not_index_lm_evals_own():
+    """A run asking only for next-line tasks skips indexing lm-eval's ~15k task files (seconds
+    per process, in every job of a sweep); other task names keep them (the tests above)."""
+    from cpt.evaluate import task_manager
+
+    manager = task_manager(None, tasks=["next_line_downstream", "next_line_upstream"])
+    assert "piqa" not in manager.all_tasks and "arc_easy" not in manager.all_tasks

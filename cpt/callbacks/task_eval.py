@@ -61,7 +61,7 @@ class TaskEval(L.Callback):
             raise ValueError("callbacks.task_eval.tasks: expected at least one lm-eval task")
         try:
             check_limit(self.limit)
-            check_tasks(self.tasks, task_manager(self.include_path), self.domains)
+            check_tasks(self.tasks, task_manager(self.include_path, tasks=self.tasks), self.domains)
         except EvalInputError as err:
             raise ValueError(f"callbacks.task_eval.{err}") from None
 
@@ -71,11 +71,11 @@ class TaskEval(L.Callback):
         from cpt.evaluate import EvalInputError, builtin_requested, check_decodes, task_manager
         from cpt.tasks.next_line import write_tasks
 
-        manager = task_manager(self.include_path)
+        manager = task_manager(self.include_path, tasks=self.tasks)
         if builtin_requested(self.tasks, manager):
             data = trainer.datamodule  # prepared: the entry point prepares before fit
             folder = write_tasks(data.root, data.prepared, data.tokenizer)
-            manager = task_manager(self.include_path, folder)
+            manager = task_manager(self.include_path, folder, tasks=self.tasks)
             if trainer.is_global_zero:
                 log.info("built-in tasks in %s", folder)
         try:
