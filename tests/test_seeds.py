@@ -131,3 +131,20 @@ def test_a_task_sequence_draws_each_chain_through_both_tasks_with_a_band():
     assert list(xs) == [0, 10, 20, 20, 30, 40]  # task 2's steps after task 1's
     assert ys[0] == pytest.approx(4.02) and ys[3] == pytest.approx(3.02)  # the mean over seeds
     assert len(ax.collections) == 2  # a 95 % band per chain drawn
+
+
+def test_a_result_no_seed_has_is_missing_not_an_error():
+    """A gap that never recovered has no recovery step in any seed: NaN, as for one seed."""
+    runs = pd.DataFrame(
+        {
+            "run": ["a", "b", "c"],
+            "status": "finished",
+            "seed": [1, 2, 3],
+            "gap/upstream/recovery_step": [math.nan] * 3,
+            "final/val/upstream/loss": [4.0, 4.1, 4.2],
+        }
+    )
+    row = by_seed(runs, ["seed"]).iloc[0]
+    assert math.isnan(row["gap/upstream/recovery_step/mean"])
+    assert math.isnan(row["gap/upstream/recovery_step/ci95"])
+    assert row["final/val/upstream/loss/mean"] == pytest.approx(4.1)

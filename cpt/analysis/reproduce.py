@@ -313,11 +313,11 @@ def ibrahim2024_infinite_train(out: Path, extra: list[str]) -> None:
                     f"seed={seed}",
                     *overrides,
                     *(
-                        [f"init=ckpt:{out / parent[name] / f'seed={seed}' / ckpt}"]
+                        [f"init=ckpt:{out / parent[name] / f'seed-{seed}' / ckpt}"]
                         if task == 2
                         else []
                     ),
-                    f"hydra.run.dir={out / name / f'seed={seed}'}",
+                    f"hydra.run.dir={out / name / f'seed-{seed}'}",
                     *extra,
                 ]
                 for name, (t, _, overrides) in INFINITE.items()

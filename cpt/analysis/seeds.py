@@ -55,7 +55,9 @@ def by_seed(runs: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
             std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             row[f"{column}/mean"] = mean
             row[f"{column}/std"] = std
-            row[f"{column}/ci95"] = t95(len(values)) * std / math.sqrt(len(values))
+            row[f"{column}/ci95"] = (
+                t95(len(values)) * std / math.sqrt(len(values)) if len(values) > 1 else math.nan
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
