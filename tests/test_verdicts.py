@@ -58,6 +58,14 @@ def test_the_same_within_a_margin_needs_the_whole_interval_inside_it():
     assert v.same(a, point([3.85, 3.95, 3.92]), COLUMN)[0] == v.OPEN  # too noisy to tell
 
 
+def test_no_worse_accepts_better_and_equal_but_not_worse_beyond_the_margin():
+    a = point([3.900, 3.902, 3.901])
+    assert v.no_worse(a, point([4.100, 4.101, 4.102]), COLUMN)[0] == v.REPRODUCES  # better
+    assert v.no_worse(a, point([3.905, 3.906, 3.904]), COLUMN)[0] == v.REPRODUCES  # the same
+    assert v.no_worse(a, point([3.800, 3.801, 3.802]), COLUMN)[0] == v.FAILS  # 0.1 worse
+    assert v.no_worse(a, point([3.85, 3.95, 3.90]), COLUMN)[0] == v.OPEN
+
+
 def test_a_rise_is_judged_against_the_margin():
     assert v.rises(point([0.5, 0.6, 0.55]), COLUMN)[0] == v.REPRODUCES
     assert v.rises(point([0.001, 0.002, 0.0015]), COLUMN)[0] == v.FAILS  # real, but negligible
