@@ -47,6 +47,9 @@ class TrainConfig:
         None  # a checkpoint whose full state is restored; auto: newest in output_dir
     )
     overwrite: bool = False  # allow an output_dir that already holds a finished run
+    skip_finished: bool = (
+        False  # a finished output_dir (summary.json) is left as it is: resuming a grid
+    )
     seed: int = 1234
     eval_before_fit: bool = True  # validate every domain at step 0 (the "before" of CPT)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)

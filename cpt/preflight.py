@@ -236,11 +236,19 @@ class Preflight(HydraCallback):
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
             cfg.output_dir = run_dir
+        if finished_and_skipped(cfg):
+            return  # the entry point returns at once
         try:
             _BUILT[run_dir] = build(cfg)
         except USER_ERRORS as err:  # Hydra would turn an exception here into a warning
             print(f"error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)  # before Hydra writes anything
+
+
+def finished_and_skipped(cfg: DictConfig) -> bool:
+    """`skip_finished=true` and the output folder holds a finished run (not resumed)."""
+    done = Path(str(cfg.output_dir)) / "summary.json"
+    return bool(cfg.get("skip_finished")) and cfg.get("resume") is None and done.is_file()
 
 
 def one_line(err: BaseException) -> str:

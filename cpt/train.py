@@ -171,6 +171,9 @@ def _in_multirun() -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    if preflight.finished_and_skipped(cfg):
+        log.info("finished already (skip_finished=true): %s", cfg.output_dir)
+        return  # a grid run again goes on where it stopped
     try:
         summary = run(cfg, preflight.take(cfg.output_dir))
     except SIGTERMException:

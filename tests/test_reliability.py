@@ -299,3 +299,25 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, data_dir):
     assert all(torch.isfinite(v).all() for state in after for v in state.values())
     assert all(torch.equal(after[0][k], after[1][k]) for k in after[0])  # step 1: no update
     assert not all(torch.equal(after[1][k], after[2][k]) for k in after[1])
+
+
+def test_skip_finished_leaves_a_finished_run_as_it_is(tmp_path, data_dir):
+    """A grid launched again goes on where it stopped: with skip_finished=true a finished folder
+    is left untouched and the run returns at once; without it the run is refused."""
+    out = tmp_path / "job"
+    train(out, data_dir, "trainer.max_steps=2")
+    summary = out / "summary.json"
+    before = (summary.read_bytes(), summary.stat().st_mtime_ns)
+    again = subprocess.run(
+        cli(out, data_dir, "trainer.max_steps=2", "skip_finished=true"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (summary.read_bytes(), summary.stat().st_mtime_ns) == before
+    refused = subprocess.run(
+        cli(out, data_dir, "trainer.max_steps=2"), cwd=REPO, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "already holds a finished run" in refused.stderr

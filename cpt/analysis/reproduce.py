@@ -47,7 +47,7 @@ from cpt.analysis.seeds import SEED, by_seed  # noqa: E402
 UPSTREAM_RUN = Path(os.environ.get("CPT_UPSTREAM", "outputs/twin-upstream"))
 UPSTREAM = UPSTREAM_RUN / "checkpoints" / "last.ckpt"
 ENV = {**os.environ, "CPT_UPSTREAM": str(UPSTREAM_RUN)}
-COMMON = ["logger=csv", "trainer.enable_progress_bar=false"]
+COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "skip_finished=true"]
 SEEDS = (1, 2, 3)  # as conf/scale/cpu.yaml sweeps them; the chained runs loop over them here
 REVISIONS = (750, 1500, 3000)  # the upstream steps kept as checkpoints (experiment=twin_upstream)
 DOCS = Path("docs")
@@ -55,14 +55,13 @@ FIGURE_LIMIT = 200_000  # bytes: committed figures stay small
 
 
 def finished(args: tuple[str, ...] | list[str]) -> bool:
-    """Whether the run (or every job of the grid) these arguments name has finished already."""
+    """Whether the single run these arguments name has finished already. A grid is always
+    launched again (its folder may hold some of its jobs only): its finished jobs return at once
+    (`skip_finished=true`)."""
     for arg in args:
         key, _, folder = arg.partition("=")
         if key == "hydra.run.dir":
             return (Path(folder) / "summary.json").is_file()
-        if key == "hydra.sweep.dir":
-            jobs = [p.parent.parent for p in Path(folder).glob("*/.hydra/overrides.yaml")]
-            return bool(jobs) and all((job / "summary.json").is_file() for job in jobs)
     return False
 
 
