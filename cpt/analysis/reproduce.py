@@ -154,11 +154,14 @@ def by_shift(runs: pd.DataFrame, curves: pd.DataFrame, shift: str):
 
 def write(folder: Path, title: str, sections: list[str]) -> str:
     text = f"# {title}\n\n" + "\n".join(sections)
-    seconds = json.loads((folder / WALL).read_text())["seconds"] if (folder / WALL).is_file() else 0
-    text += (
-        f"\n\nWall time of its training: {seconds / 60:.0f} min on {os.cpu_count()} cores "
-        "(two runs side by side; summed over resumed calls).\n"
+    runs = sum(
+        json.loads(path.read_text()).get("wall_time_s", 0) for path in folder.rglob("summary.json")
     )
+    text += f"\n\nIts runs' own wall times add up to {runs / 60:.0f} min"
+    if (folder / WALL).is_file():  # the calls that trained it to the end, two runs side by side
+        seconds = json.loads((folder / WALL).read_text())["seconds"]
+        text += f"; the training took {seconds / 60:.0f} min on {os.cpu_count()} cores"
+    text += ".\n"
     (folder / "results.md").write_text(text)
     print(text, flush=True)
     return text

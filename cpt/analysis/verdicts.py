@@ -157,6 +157,8 @@ def grid_table(
             columns[f"{name} acc_norm"] = f"final/task/{name}/acc_norm"
             columns[f"{name} drop"] = f"drop/{name}"
     columns = {k: c for k, c in columns.items() if f"{c}/mean" in table}
+    present = [k for k in keys if k in table]
+    table = table.sort_values(present, kind="stable") if present and len(table) else table
     head = [*(k.split(".")[-1] for k in keys), "seeds", *columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
