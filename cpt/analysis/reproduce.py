@@ -152,6 +152,19 @@ def by_shift(runs: pd.DataFrame, curves: pd.DataFrame, shift: str):
     return part, curves[curves["run"].isin(part["run"])]
 
 
+SHIFTS = {
+    "strong": "strong shift: package-docs (upstream) -> python-code (downstream)",
+    "weak": "weak shift: package-docs (upstream) -> python-docs (downstream)",
+}
+
+
+def titled(fig, shift: str):
+    """A figure of one shift says which."""
+    fig.suptitle(SHIFTS.get(shift, shift), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def write(folder: Path, title: str, sections: list[str]) -> str:
     text = f"# {title}\n\n" + "\n".join(sections)
     runs = sum(
@@ -204,7 +217,7 @@ def gupta2023(out: Path) -> str:
         made.append(
             figure(
                 f"rewarming_{shift}.png",
-                plots.plot_rewarming(part, part_curves),
+                titled(plots.plot_rewarming(part, part_curves), shift),
                 out,
                 "gupta2023",
             )
@@ -212,7 +225,7 @@ def gupta2023(out: Path) -> str:
         made.append(
             figure(
                 f"stability_gap_{shift}.png",
-                plots.plot_stability_gap(part, part_curves, max_step=300),
+                titled(plots.plot_stability_gap(part, part_curves, max_step=300), shift),
                 out,
                 "gupta2023",
             )
@@ -245,7 +258,7 @@ def ibrahim2024_replay(out: Path) -> str:
         made.append(
             figure(
                 f"replay_frontier_{shift}.png",
-                plots.plot_replay_frontier(part),
+                titled(plots.plot_replay_frontier(part), shift),
                 out,
                 "ibrahim2024_replay",
             )
