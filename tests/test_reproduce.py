@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cpt.analysis import reproduce
+from cpt.analysis import reports
 from tests.conftest import SMALL_DATA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +62,8 @@ def test_the_gupta_report_judges_each_shift_from_its_seeds(tmp_path, data_dir, m
     grid(out / "constant", data_dir, "experiment=gupta2023_constant_cpu")
     docs = tmp_path / "docs"
     docs.mkdir()
-    monkeypatch.setattr(reproduce, "DOCS", docs)
-    text = reproduce.gupta2023(out)
+    monkeypatch.setattr(reports, "DOCS", docs)
+    text = reports.gupta2023(out)
 
     by_seed = pd.read_csv(out / "grid" / "runs_by_seed.csv")
     assert len(by_seed) == 8 and set(by_seed["n"]) == {2}  # 2 LRs x 2 warm-ups x 2 shifts

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cpt.analysis import claims as paper_claims
+from cpt.analysis import reports
 from cpt.analysis import verdicts as v
 from cpt.analysis.seeds import by_seed
 
@@ -112,7 +114,7 @@ def test_claims_name_each_shift_and_skip_points_the_grid_lacks():
                     }
                 )
     grid = by_seed(pd.DataFrame(rows), ["shift", "optim.max_lr", "schedule.warmup", "seed"])
-    claims = v.gupta_claims(grid, grid.iloc[0:0])  # no constant baseline: its claim is left out
+    claims = paper_claims.gupta_claims(grid, grid.iloc[0:0])  # no constant: its claim left out
     assert {c.where for c in claims} == {"strong shift", "weak shift"}
     adapts = [c for c in claims if c.claim.startswith("A higher max LR adapts more")]
     assert [c.verdict for c in adapts] == [v.REPRODUCES, v.REPRODUCES]
@@ -129,7 +131,7 @@ def test_the_summary_lists_every_papers_verdicts_without_numbers():
         v.Claim("Y", "strong shift", v.OPEN, "n"),
     ]
     text = "# Paper\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n" + v.claims_table(claims)
-    table = v.summary({"gupta2023": text, "guo2024": v.claims_table(claims[:1])})
+    table = reports.summary({"gupta2023": text, "guo2024": v.claims_table(claims[:1])})
     rows = [r for r in table.splitlines() if r.startswith("| g")]
     assert rows == [
         "| gupta2023 | X helps | weak shift | **reproduces** |",
@@ -144,12 +146,16 @@ def test_a_generated_section_replaces_only_itself(tmp_path: Path):
         "# Title\n\nprose\n\n<!-- reproduce:guo2024 -->\nold\n<!-- /reproduce:guo2024 -->\n\ntail\n"
     )
     doc.write_text(before)
-    assert v.update_doc(doc, "guo2024", "# Guo\n\n| a |\n")
+    assert reports.update_doc(doc, "guo2024", "# Guo\n\n| a |\n")
     text = doc.read_text()
     assert text.startswith("# Title\n\nprose\n\n") and text.endswith("\n\ntail\n")
     assert "old" not in text and "### Guo" in text  # its heading two levels down
-    assert v.update_doc(doc, "guo2024", "# Guo again\n") and "### Guo again" in doc.read_text()
-    assert not v.update_doc(doc, "gupta2023", "# x\n")  # no such section: the file is untouched
+    assert (
+        reports.update_doc(doc, "guo2024", "# Guo again\n") and "### Guo again" in doc.read_text()
+    )
+    assert not reports.update_doc(
+        doc, "gupta2023", "# x\n"
+    )  # no such section: the file is untouched
     assert "### Guo again" in doc.read_text()
 
 
@@ -171,7 +177,9 @@ def test_figures_are_embedded_from_their_docs_copies(tmp_path: Path):
     figures = tmp_path / "figures"
     figures.mkdir()
     (figures / "guo2024_stability_gap.png").write_bytes(b"png")
-    text = v.embed_figures("x\n\nFigures: stability_gap.png, missing.png\n", "guo2024", figures)
+    text = reports.embed_figures(
+        "x\n\nFigures: stability_gap.png, missing.png\n", "guo2024", figures
+    )
     assert "![guo2024 stability_gap.png](figures/guo2024_stability_gap.png)" in text
     assert "Figures: missing.png" in text and text.startswith("x\n\n")
 
