@@ -192,7 +192,9 @@ def guo_claims(table: pd.DataFrame) -> list[Claim]:
         task = column.split("/")[1]
         judge(
             claims,
-            f"The stability gap on task accuracy: {task} first drops (acc_norm)",
+            f"The stability gap on the new domain's task accuracy: {task} first drops (acc_norm)"
+            if task.endswith("downstream")
+            else f"The old domain's task accuracy drops (forgetting): {task} (acc_norm)",
             where,
             rises(none, column),
         )
