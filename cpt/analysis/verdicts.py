@@ -66,41 +66,41 @@ def show(row: pd.Series, column: str) -> str:
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
-def lower(a: pd.Series, b: pd.Series, column: str) -> tuple[str, str]:
-    """Claim: A's `column` is lower than B's."""
+def _difference(
+    a: pd.Series, b: pd.Series, column: str, margin: float | None = None
+) -> tuple[float, float, str]:
+    """A - B, the half-width of its 95 % interval, and both as text."""
     (ma, _, ca), (mb, _, cb) = _stats(a, column), _stats(b, column)
     d, ci = ma - mb, math.hypot(ca, cb)
     numbers = f"{show(a, column)} vs {show(b, column)}: difference {d:+.3f} ± {ci:.3f} (95 %)"
+    return d, ci, numbers + ("" if margin is None else f", margin {margin}")
+
+
+ONE_SEED = "not resolved (one seed)"
+
+
+def lower(a: pd.Series, b: pd.Series, column: str) -> tuple[str, str]:
+    """Claim: A's `column` is lower than B's."""
+    d, ci, numbers = _difference(a, b, column)
     if math.isnan(ci):
-        return "not resolved (one seed)", numbers
+        return ONE_SEED, numbers
     return (REPRODUCES if d + ci < 0 else FAILS if d - ci > 0 else OPEN), numbers
 
 
 def same(a: pd.Series, b: pd.Series, column: str, margin: float = MARGIN) -> tuple[str, str]:
     """Claim: A's `column` matches B's within `margin`."""
-    (ma, _, ca), (mb, _, cb) = _stats(a, column), _stats(b, column)
-    d, ci = ma - mb, math.hypot(ca, cb)
-    numbers = (
-        f"{show(a, column)} vs {show(b, column)}: difference {d:+.3f} ± {ci:.3f} (95 %), "
-        f"margin {margin}"
-    )
+    d, ci, numbers = _difference(a, b, column, margin)
     if math.isnan(ci):
-        return "not resolved (one seed)", numbers
-    inside = abs(d) + ci < margin
-    outside = abs(d) - ci > margin
+        return ONE_SEED, numbers
+    inside, outside = abs(d) + ci < margin, abs(d) - ci > margin
     return (REPRODUCES if inside else FAILS if outside else OPEN), numbers
 
 
 def no_worse(a: pd.Series, b: pd.Series, column: str, margin: float = MARGIN) -> tuple[str, str]:
     """Claim: A's `column` (lower is better) is not above B's by more than `margin`."""
-    (ma, _, ca), (mb, _, cb) = _stats(a, column), _stats(b, column)
-    d, ci = ma - mb, math.hypot(ca, cb)
-    numbers = (
-        f"{show(a, column)} vs {show(b, column)}: difference {d:+.3f} ± {ci:.3f} (95 %), "
-        f"margin {margin}"
-    )
+    d, ci, numbers = _difference(a, b, column, margin)
     if math.isnan(ci):
-        return "not resolved (one seed)", numbers
+        return ONE_SEED, numbers
     return (REPRODUCES if d + ci < margin else FAILS if d - ci > margin else OPEN), numbers
 
 
@@ -109,7 +109,7 @@ def rises(a: pd.Series, column: str, margin: float = MARGIN) -> tuple[str, str]:
     mean, std, ci = _stats(a, column)
     numbers = f"{show(a, column)} (95 % ± {ci:.3f}), margin {margin}"
     if math.isnan(ci):
-        return "not resolved (one seed)", numbers
+        return ONE_SEED, numbers
     return (REPRODUCES if mean - ci > margin else FAILS if mean + ci < margin else OPEN), numbers
 
 
