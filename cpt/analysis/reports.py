@@ -33,16 +33,17 @@ def ran(folder: Path) -> bool:
     return any(folder.glob("*/summary.json"))
 
 
-def results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Collect a grid: its runs (with the derived columns verdicts use) and their seed groups."""
+def results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Collect a grid: its runs (with the derived columns verdicts use), their seed groups and
+    the curves."""
     collect(folder)
-    runs, _ = plots.load(folder)
+    runs, curves = plots.load(folder)
     runs = v.derive(runs)
     swept = runs.attrs.get("swept") or [SEED]
     if SEED not in swept:
         swept = [*swept, SEED]
     runs.attrs["swept"] = swept
-    return runs, by_seed(runs, swept)
+    return runs, by_seed(runs, swept), curves
 
 
 def figure(name: str, fig, folder: Path, paper: str) -> str:
@@ -133,16 +134,15 @@ INFINITE = {  # folder: (task, what it is, its overrides)
 
 # ---- the papers ----------------------------------------------------------------------------------
 def gupta2023(out: Path) -> str:
-    runs, table = results(out / "grid")
-    _, curves = plots.load(out / "grid")
+    runs, table, curves = results(out / "grid")
     sections = [v.grid_table(table, ["shift", "optim.max_lr", "schedule.warmup"])]
     constant = table.iloc[0:0]  # none yet: its claim is left out
     if ran(out / "constant"):
-        _, constant = results(out / "constant")
+        _, constant, _ = results(out / "constant")
         sections += ["", "Constant LR 2e-4, no re-warming:", "", v.grid_table(constant, ["shift"])]
     claims = c.gupta_claims(table, constant)
     if ran(out / "revisions"):
-        _, revisions = results(out / "revisions")
+        _, revisions, _ = results(out / "revisions")
         revisions["upstream step"] = revisions["init"].map(revision_step)
         sections += [
             "",
@@ -174,12 +174,11 @@ def gupta2023(out: Path) -> str:
 
 
 def ibrahim2024_replay(out: Path) -> str:
-    runs, table = results(out / "grid")
-    _, curves = plots.load(out / "grid")
+    runs, table, curves = results(out / "grid")
     sections = [v.grid_table(table, ["shift", "callbacks.replay.fraction"], replayed=True)]
     union = table.iloc[0:0]  # none yet: its claims are left out
     if ran(out / "union"):
-        _, union = results(out / "union")
+        _, union, _ = results(out / "union")
         sections += [
             "",
             "The union baseline (from scratch on both, 50/50, 3300 steps):",
@@ -254,8 +253,7 @@ def ibrahim2024_infinite(out: Path) -> str:
 
 
 def guo2024(out: Path) -> str:
-    runs, table = results(out / "grid")
-    _, curves = plots.load(out / "grid")
+    runs, table, curves = results(out / "grid")
     sections = [v.grid_table(table, ["mitigation"], tasks=True)]
     tasks = sorted({d for d in curves.loc[curves["metric"] == "task_acc_norm", "domain"]})
     made = [
