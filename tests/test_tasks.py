@@ -414,7 +414,10 @@ def test_evaluate_on_built_in_tasks_agrees_with_lm_evals_hf_model(trained, data_
         ]
     )
     ours = json.loads((out / "results.json").read_text())["results"]
-    folder = next((data_dir / "tasks").iterdir())
+    # the session's data folder holds other tests' task folders too: this run's is its fingerprint's
+    prepared = run_datasets({"ckpt": trained["ckpt"], "data_dir": data_dir})
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    folder = write_tasks(data_dir, prepared, tokenizer)
     theirs = simple_evaluate(
         model=HFLM(pretrained=str(trained["hf"]), device="cpu", batch_size=8),
         tasks=BUILTIN,
