@@ -90,6 +90,7 @@ class CPTModule(L.LightningModule):
         self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss (on_nonfinite=skip)
         self._bad_step = False  # a micro-batch of the current optimizer step had one
         self.last_val: dict[str, float] = {}
+        self.last_val_step: int | None = None  # the optimizer step `last_val` was measured at
         self._val_sums = torch.zeros(len(self.domains), 2)
 
     def set_sources(self, names: list[str]) -> None:
@@ -181,6 +182,8 @@ class CPTModule(L.LightningModule):
             self.log(f"val/{domain}/loss", loss, add_dataloader_idx=False)
             self.log(f"val/{domain}/ppl", math.exp(min(loss, 50.0)), add_dataloader_idx=False)
         self.log("val/tokens", float(self.tokens_seen))  # the x of loss-against-tokens panels
+        if not self.trainer.sanity_checking:
+            self.last_val_step = self.global_step
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optim = self.hparams.optim

@@ -94,7 +94,8 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             initial_val = dict(module.last_val)
         trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume)
         held = module.state_bytes()  # every rank takes part (the most over ranks)
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+        if module.last_val_step != trainer.global_step:  # not when fit's last step validated
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         summary = {
             "init": config.init,
             "resume": built.resume,

@@ -3,20 +3,25 @@
 optimizer step.
 
     python scripts/bench_overhead.py                 # 300 steps, as a twin runs
-    python scripts/bench_overhead.py --steps 100
+    python scripts/bench_overhead.py --cases twin-unmeasured,twin
 
 Reference, in the same process: the bare step (forward, backward, fused AdamW on random ids of the
 same shape) timed over the same number of steps. Then `cpt.train` runs (Lightning, data loading,
 the callbacks, logging) with more of a twin switched on each time: `bare` (default callbacks, no
-validation), `+monitor` (the stability-gap monitor), `+validation` (every 50 steps, as the twins),
-`+tasks` (the built-in next-line tasks in the loop, as the twins). The last lines are machine
-readable: `case=+validation overhead_share=0.12 step_ms=... bare_step_ms=...`, where
+validation), `+monitor` (the stability-gap monitor every 5 steps), `+validation` (every 50 steps),
+`+tasks` (the built-in next-line tasks in the loop, 9 times). `twin` is a twin as `make reproduce`
+runs it (`experiment=gupta2023_rewarm_cpu`, its first grid point, with the measuring schedule of
+`conf/scale/cpu.yaml`), `twin-unmeasured` the same run with the measuring switched off. The twin
+cases continue the twins' upstream model when `outputs/twin-upstream` (or `$CPT_UPSTREAM`) holds it,
+else a random init of the same shape with a tokenizer trained here (the cost is the same). The last
+lines are machine readable: `case=twin overhead_share=0.12 step_ms=... bare_step_ms=...`, where
 `overhead_share = 1 - steps x bare step / run wall time`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -24,7 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+UNMEASURED = ["callbacks=default", "trainer.val_check_interval=100000", "eval_before_fit=false"]
+TWIN = ["experiment=gupta2023_rewarm_cpu", "schedule.warmup=0.01", "seed=1"]
 CASES = {
+    "twin-unmeasured": [*TWIN, *UNMEASURED],
+    "twin": TWIN,
     "bare": ["callbacks=default", "trainer.val_check_interval=100000", "eval_before_fit=false"],
     "+monitor": ["callbacks=gap", "trainer.val_check_interval=100000", "eval_before_fit=false"],
     "+validation": ["callbacks=gap", "trainer.val_check_interval=50"],
@@ -62,8 +71,24 @@ def bare_step_seconds(steps: int, batch: int, seq: int) -> float:
     return statistics.median(times)
 
 
+def twin_init() -> list[str]:
+    """The twins continue the upstream run; without it, a random init of the same shape."""
+    upstream = Path(os.environ.get("CPT_UPSTREAM", REPO / "outputs" / "twin-upstream"))
+    if (upstream / "checkpoints" / "last.ckpt").is_file():
+        return [
+            f"init=ckpt:{upstream}/checkpoints/last.ckpt",
+            f"data.tokenizer={upstream}/tokenizer.json",
+        ]
+    print(f"no upstream run in {upstream}: the twin cases start from a random init", flush=True)
+    return ["init=random", "data.tokenizer=bpe:4096"]
+
+
 def run_seconds(overrides: list[str], steps: int, data_dir: str) -> float:
     """The wall time of `cpt.train` for `steps` steps (the summary's `wall_time_s`)."""
+    if any(o.startswith("experiment=") for o in overrides):
+        overrides = [*overrides, *twin_init()]
+    else:
+        overrides = ["experiment=demo_pretrain", *overrides]
     from hydra import compose, initialize_config_dir
 
     from cpt.train import run
@@ -75,7 +100,6 @@ def run_seconds(overrides: list[str], steps: int, data_dir: str) -> float:
         cfg = compose(
             "train",
             overrides=[
-                "experiment=demo_pretrain",
                 "logger=csv",
                 f"data.dir={data_dir}",
                 f"trainer.max_steps={steps}",
@@ -91,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--data-dir", default="data", help="the prepared built-in corpora")
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=",".join(CASES))  # names, comma-separated
     args = parser.parse_args()
     import logging
 

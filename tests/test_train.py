@@ -67,6 +67,19 @@ def test_few_steps_write_summary_metrics_and_config(tiny_run):
     assert (out / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.parametrize(("steps", "validated_at"), [(4, [0, 2, 4]), (3, [0, 2, 3])])
+def test_the_last_step_is_validated_once(tiny_run, steps, validated_at):
+    """Validation every 2 steps: a run ending on a validation step reports that validation as its
+    final loss instead of measuring the same weights again; one ending between them validates."""
+    cfg = tiny_run(f"trainer.max_steps={steps}")
+    summary = run(cfg)
+    rows = [r for r in metrics(Path(cfg.output_dir)) if r.get("val/upstream/loss")]
+    assert [float(r["val/tokens"]) for r in rows] == [step * 4 * 32 for step in validated_at]
+    assert summary["final_val_loss"]["upstream"] == pytest.approx(
+        float(rows[-1]["val/upstream/loss"])
+    )
+
+
 def test_ckpt_init_starts_cpt_while_resume_continues(tiny_run, tmp_path):
     upstream = tiny_run("trainer.max_steps=4", out="upstream")
     first = run(upstream)
