@@ -8,14 +8,16 @@ optimizer step.
 Reference, in the same process: the bare step (forward, backward, fused AdamW on random ids of the
 same shape) timed over the same number of steps. Then `cpt.train` runs (Lightning, data loading,
 the callbacks, logging) with more of a twin switched on each time: `bare` (default callbacks, no
-validation), `+monitor` (the stability-gap monitor every 5 steps), `+validation` (every 50 steps),
+validation), `+monitor` (the stability-gap monitor on its default schedule), `+validation` (every 50 steps),
 `+tasks` (the built-in next-line tasks in the loop, 9 times). `twin` is a twin as `make reproduce`
-runs it (`experiment=gupta2023_rewarm_cpu`, its first grid point, with the measuring schedule of
+runs it (`experiment=gupta2023_rewarm_cpu` at warm-up 1 %, max LR 2e-3, seed 1, with the measuring schedule of
 `conf/scale/cpu.yaml`), `twin-unmeasured` the same run with the measuring switched off. The twin
 cases continue the twins' upstream model when `outputs/twin-upstream` (or `$CPT_UPSTREAM`) holds it,
 else a random init of the same shape with a tokenizer trained here (the cost is the same). The last
 lines are machine readable: `case=twin overhead_share=0.12 step_ms=... bare_step_ms=...`, where
-`overhead_share = 1 - steps x bare step / run wall time`.
+`overhead_share = 1 - steps x bare step / run wall time`, and, with both twin cases,
+`case=twin-measuring share=...`: 1 - the unmeasured twin's wall time / the twin's (the measuring
+alone, against the same run, which the shared machine's drift moves less than the bare step).
 """
 
 from __future__ import annotations
@@ -121,9 +123,9 @@ def main() -> None:
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
     bare = bare_step_seconds(args.steps, 16, 128)
-    lines = []
+    lines, walls = [], {}
     for case in args.cases.split(","):
-        wall = run_seconds(CASES[case], args.steps, args.data_dir)
+        wall = walls[case] = run_seconds(CASES[case], args.steps, args.data_dir)
         share = 1 - args.steps * bare / wall
         print(
             f"{case:12s} {wall:7.1f} s for {args.steps} steps: {wall / args.steps * 1000:6.1f} ms "
@@ -134,6 +136,12 @@ def main() -> None:
             f"case={case} overhead_share={share:.3f} step_ms={wall / args.steps * 1000:.1f} "
             f"bare_step_ms={bare * 1000:.1f}"
         )
+    if {"twin", "twin-unmeasured"} <= set(walls):  # the measuring alone, the same run without it
+        measuring = 1 - walls["twin-unmeasured"] / walls["twin"]
+        print(
+            f"the twin's measuring (monitor, validation, tasks): {measuring:.1%} of its wall time"
+        )
+        lines.append(f"case=twin-measuring share={measuring:.3f}")
     print()
     print("\n".join(lines))
 
