@@ -198,3 +198,44 @@ def test_the_chained_runs_use_the_seeds_the_twins_sweep():
     scale = yaml.safe_load((Path(__file__).parents[1] / "conf" / "scale" / "cpu.yaml").read_text())
     swept = [int(s) for s in str(scale["hydra"]["sweeper"]["params"]["seed"]).split(",")]
     assert list(SEEDS) == swept and len(swept) >= 3
+
+
+def test_the_infinite_chain_is_judged_on_each_shift_apart():
+    """Annealing helps downstream on the strong shift, hurts on the weak; task 2 on both."""
+    rows = []
+    values = {  # variant: {shift: (downstream, upstream, rise/downstream)}
+        "task1_infinite": {"strong": (4.00, 4.5, 0.1), "weak": (3.50, 4.1, 0.1)},
+        "task1_infinite_annealed": {"strong": (3.90, 4.5, 0.1), "weak": (3.60, 4.1, 0.1)},
+        "task1_cosine": {"strong": (3.90, 4.5, 0.1), "weak": (3.50, 4.1, 0.1)},
+        "task2_infinite_annealed": {"strong": (4.20, 4.0, 0.05), "weak": (3.70, 3.9, 0.05)},
+        "task2_cosine": {"strong": (4.40, 4.0, 0.30), "weak": (3.90, 3.9, 0.30)},
+    }
+    for variant, by_shift in values.items():
+        for shift, (down, up, rise) in by_shift.items():
+            for seed, noise in enumerate((0.0, 0.002, -0.002)):
+                rows.append(
+                    {
+                        "run": f"{variant}/{shift}/seed-{seed}",
+                        "status": "finished",
+                        "variant": variant,
+                        "shift": shift,
+                        "seed": seed,
+                        COLUMN: down + noise,
+                        "final/val/upstream/loss": up + noise,
+                        "rise/downstream": rise + noise,
+                    }
+                )
+    table = by_seed(pd.DataFrame(rows), ["variant", "shift", "seed"])
+    claims = paper_claims.infinite_claims(table)
+    assert [c.where for c in claims] == ["strong shift"] * 6 + ["weak shift"] * 6
+    anneal = {c.where: c.verdict for c in claims if c.claim.startswith("Task 1: the anneal")}
+    assert anneal == {"strong shift": v.REPRODUCES, "weak shift": v.FAILS}
+    carried = [c.verdict for c in claims if c.claim.startswith("Task 2: carrying")]
+    assert carried == [v.REPRODUCES, v.REPRODUCES]
+
+
+def test_the_chained_runs_loop_over_the_configured_shifts():
+    from cpt.analysis.reproduce import SHIFTS
+
+    conf = Path(__file__).parents[1] / "conf" / "shift"
+    assert sorted(SHIFTS) == sorted(p.stem for p in conf.glob("*.yaml"))

@@ -125,51 +125,55 @@ def replay_claims(grid: pd.DataFrame, union: pd.DataFrame) -> list[Claim]:
 
 
 def infinite_claims(table: pd.DataFrame) -> list[Claim]:
-    """`table` indexed by the chain's run names (cpt.analysis.reproduce.INFINITE)."""
-    get = lambda name: table.loc[name] if name in table.index else None  # noqa: E731
+    """`table`: seeded rows with `variant` (cpt.analysis.reproduce.INFINITE's run names) and
+    `shift`."""
     claims: list[Claim] = []
-    annealed, cosine = get("task1_infinite_annealed"), get("task1_cosine")
-    if annealed is not None and cosine is not None:
-        judge(
-            claims,
-            "Task 1: infinite + anneal is as good as cosine (downstream, no worse)",
-            "strong shift",
-            no_worse(annealed, cosine, "final/val/downstream/loss"),
-        )
-        judge(
-            claims,
-            "Task 1: infinite + anneal is as good as cosine (upstream, no worse)",
-            "strong shift",
-            no_worse(annealed, cosine, "final/val/upstream/loss"),
-        )
-    constant = get("task1_infinite")
-    if constant is not None and annealed is not None:
-        judge(
-            claims,
-            "Task 1: the anneal is what the constant phase defers (annealed lower downstream)",
-            "strong shift",
-            lower(annealed, constant, "final/val/downstream/loss"),
-        )
-    carried, rewarmed = get("task2_infinite_annealed"), get("task2_cosine")
-    if carried is not None and rewarmed is not None:
-        judge(
-            claims,
-            "Task 2: carrying the constant forgets task 1 less than re-warming (task 1's domain at the end)",
-            "strong shift",
-            lower(carried, rewarmed, "final/val/downstream/loss"),
-        )
-        judge(
-            claims,
-            "Task 2: ... and its gap on task 1's domain rises less",
-            "strong shift",
-            lower(carried, rewarmed, "rise/downstream"),
-        )
-        judge(
-            claims,
-            "Task 2: ... and ends at least as well on task 2's domain (no worse)",
-            "strong shift",
-            no_worse(carried, rewarmed, "final/val/upstream/loss"),
-        )
+    for shift in sorted(table["shift"].dropna().unique()):
+        rows = table[table["shift"] == shift].set_index("variant")
+        get = lambda name, rows=rows: rows.loc[name] if name in rows.index else None  # noqa: E731
+        where = f"{shift} shift"
+        annealed, cosine = get("task1_infinite_annealed"), get("task1_cosine")
+        if annealed is not None and cosine is not None:
+            judge(
+                claims,
+                "Task 1: infinite + anneal is as good as cosine (downstream, no worse)",
+                where,
+                no_worse(annealed, cosine, "final/val/downstream/loss"),
+            )
+            judge(
+                claims,
+                "Task 1: infinite + anneal is as good as cosine (upstream, no worse)",
+                where,
+                no_worse(annealed, cosine, "final/val/upstream/loss"),
+            )
+        constant = get("task1_infinite")
+        if constant is not None and annealed is not None:
+            judge(
+                claims,
+                "Task 1: the anneal is what the constant phase defers (annealed lower downstream)",
+                where,
+                lower(annealed, constant, "final/val/downstream/loss"),
+            )
+        carried, rewarmed = get("task2_infinite_annealed"), get("task2_cosine")
+        if carried is not None and rewarmed is not None:
+            judge(
+                claims,
+                "Task 2: carrying the constant forgets task 1 less than re-warming (task 1's domain at the end)",
+                where,
+                lower(carried, rewarmed, "final/val/downstream/loss"),
+            )
+            judge(
+                claims,
+                "Task 2: ... and its gap on task 1's domain rises less",
+                where,
+                lower(carried, rewarmed, "rise/downstream"),
+            )
+            judge(
+                claims,
+                "Task 2: ... and ends at least as well on task 2's domain (no worse)",
+                where,
+                no_worse(carried, rewarmed, "final/val/upstream/loss"),
+            )
     return claims
 
 

@@ -8,7 +8,7 @@ union baseline, the longest runs, last).
    outputs/twin-upstream with checkpoints every 750 steps (its revisions), skipped when its
    checkpoint exists (CPT_UPSTREAM names another run folder);
 2. the twin's grids (`-m experiment=<paper>_cpu`: `seed` 1, 2, 3 and, for Gupta and Ibrahim,
-   `shift` strong and weak), two jobs side by side on one core each through Hydra's joblib launcher;
+   `shift` strong and weak; the infinite schedule's two-task chain loops over both), two jobs side by side on one core each through Hydra's joblib launcher;
    a finished grid or run is skipped, so an interrupted reproduction resumes;
 3. per grid `runs.csv`, `curves.csv`, `runs_by_seed.csv` (`cpt.analysis.collect`), the figures
    (means with 95 % bands; also copied into docs/figures), and `results.md`: each grid point's mean
@@ -36,7 +36,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from cpt.analysis import reports  # noqa: E402
-from cpt.analysis.reports import INFINITE, WALL  # noqa: E402
+from cpt.analysis.reports import INFINITE, SHIFTS, WALL  # noqa: E402
 
 # relative to where it runs, like Hydra's outputs/ and the twins' `init` (conf/scale/cpu.yaml)
 UPSTREAM_RUN = Path(os.environ.get("CPT_UPSTREAM", "outputs/twin-upstream"))
@@ -125,7 +125,8 @@ def ibrahim2024_replay_train(out: Path, extra: list[str]) -> None:
 
 
 def ibrahim2024_infinite_train(out: Path, extra: list[str]) -> None:
-    """Two tasks in a chain, per seed: code after the upstream model, then back to its domain."""
+    """Two tasks in a chain, per shift and seed (`<variant>/<shift>/seed-<n>`): the shift's domain
+    after the upstream model, then back to the upstream's domain."""
     ckpt = "checkpoints/last.ckpt"
     experiment = {
         1: "experiment=ibrahim2024_infinite_cpu",
@@ -141,16 +142,18 @@ def ibrahim2024_infinite_train(out: Path, extra: list[str]) -> None:
             [
                 [
                     experiment[task],
+                    f"shift={shift}",
                     f"seed={seed}",
                     *overrides,
                     *(
-                        [f"init=ckpt:{out / parent[name] / f'seed-{seed}' / ckpt}"]
+                        [f"init=ckpt:{out / parent[name] / shift / f'seed-{seed}' / ckpt}"]
                         if task == 2
                         else []
                     ),
-                    f"hydra.run.dir={out / name / f'seed-{seed}'}",
+                    f"hydra.run.dir={out / name / shift / f'seed-{seed}'}",
                     *extra,
                 ]
+                for shift in SHIFTS
                 for name, (t, _, overrides) in INFINITE.items()
                 if t == task
                 for seed in SEEDS
