@@ -11,6 +11,8 @@ from omegaconf import DictConfig
 
 from cpt import config as config_schema
 
+pytest_plugins = ["tests.task_fixtures"]  # the lm-eval tests' trained model, one per session
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

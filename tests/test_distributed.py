@@ -1,5 +1,6 @@
 """DDP and FSDP2 on CPU processes: the same training as one process, sharded checkpoints read at
-another world size, the memory sharding saves, and the folders `init=ckpt:` and `cpt.export` read.
+another world size, the memory sharding saves, and the folders `init=ckpt:` and `cpt.export` read
+(saves surviving a kill: tests/test_sharded_save.py).
 
 Short real runs (`python -m cpt.train`, gloo) are shared by the tests of this module:
 
@@ -18,25 +19,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
 from cpt import sharded
 from cpt.checkpoints import initial_model, read_lightning_checkpoint
 from cpt.config import ConfigError
-from cpt.distributed import FSDP2
 from cpt.models.hf import CheckpointError
-from cpt.preflight import resolve_resume
 from cpt.train import run
 from tests import helpers
 from tests.helpers import REPO, cli, finish
@@ -278,73 +272,6 @@ def test_more_devices_than_the_node_can_start_are_refused(tiny_run, monkeypatch)
         run(tiny_run(*FSDP))
 
 
-@given(
-    nodes=st.integers(1, 8),
-    devices=st.integers(1, 8),
-    shard_size=st.one_of(st.none(), st.just("node"), st.integers(1, 16)),
-)
-def test_the_mesh_covers_the_world_or_is_refused(nodes, devices, shard_size):
-    strategy = FSDP2(shard_size=shard_size)
-    world = nodes * devices
-    shards = {None: world, "node": devices}.get(shard_size, shard_size)
-    if world % shards:
-        with pytest.raises(ValueError, match="does not divide the world size"):
-            strategy.mesh_shape(world, devices)
-    else:
-        replicas, got = strategy.mesh_shape(world, devices)
-        assert replicas * got == world and got == shards
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"shard_size": 0}, "shard_size: expected null (all ranks), node or a positive count"),
-        ({"shard_size": "rack"}, "shard_size: expected null"),
-        ({"param_dtype": "int8"}, "param_dtype: expected auto or one of ['bf16', 'fp16', 'fp32']"),
-        ({"reduce_dtype": "auto"}, "reduce_dtype: expected one of ['bf16', 'fp16', 'fp32']"),
-    ],
-)
-def test_bad_strategy_options_name_the_key(options, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        FSDP2(**options)
-
-
-# ---- a kill during a sharded save -------------------------------------------------------------
-
-
-def _state(step: int) -> dict:
-    return {
-        "global_step": step,
-        "state_dict": {"w": torch.full((512, 512), float(step))},
-        "optimizer_states": [],
-    }
-
-
-def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint(tmp_path):
-    folder = tmp_path / "checkpoints" / "last.ckpt"
-    sharded.save(_state(1), folder, rank=0, barrier=lambda: None)
-    # another save over it, killed (SIGKILL) once its first shard file's bytes are written
-    script = (
-        "import os, signal, torch\n"
-        "from cpt import sharded\n"
-        "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"state = {{'global_step': 2, 'state_dict': {{'w': torch.full((512, 512), 2.0)}}}}\n"
-        f"sharded.save(state, {str(folder)!r}, rank=0, barrier=lambda: None)\n"
-    )
-    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=120)
-    assert killed.returncode == -signal.SIGKILL
-    partial = tmp_path / "checkpoints" / ".last.ckpt.tmp"
-    assert partial.is_dir()  # what the killed save left, under a name no reader takes
-    with pytest.raises(CheckpointError):
-        sharded.check_complete(partial)
-    assert resolve_resume("auto", tmp_path) == str(folder)
-    previous = read_lightning_checkpoint(folder)
-    assert previous["global_step"] == 1 and bool((previous["state_dict"]["w"] == 1).all())
-    sharded.save(_state(3), folder, rank=0, barrier=lambda: None)  # the next save cleans up
-    assert not partial.exists() and read_lightning_checkpoint(folder)["global_step"] == 3
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["last.ckpt"]
-
-
 # ---- slow: a 2 x 2 hybrid mesh on two "nodes", torch.compile inside FSDP -----------------------
 
 
@@ -422,25 +349,6 @@ def test_upstream_adam_moments_load_into_fsdp_shards(runs, tmp_path, data_dir):
     assert largest_difference(weights(tmp_path / "fresh", 3), weights(tmp_path / "one", 3)) > 1e-4
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], abs=1e-5)
     assert fresh["final_val_loss"] != pytest.approx(one["final_val_loss"], abs=1e-5)
-
-
-def test_a_checkpoint_name_changes_kind_in_one_rename(tmp_path):
-    """A single-process run resuming an FSDP run writes `last.ckpt` as a file over the folder, and
-    an FSDP run a folder over the file: the old one goes, the new one is whole."""
-    from cpt.checkpoints import AtomicCheckpointIO
-
-    folder = tmp_path / "last.ckpt"
-    sharded.save(_state(1), folder, rank=0, barrier=lambda: None)
-    AtomicCheckpointIO().save_checkpoint(_state(2), folder)
-    assert folder.is_file() and read_lightning_checkpoint(folder)["global_step"] == 2
-    sharded.save(_state(3), folder, rank=0, barrier=lambda: None)
-    assert folder.is_dir() and read_lightning_checkpoint(folder)["global_step"] == 3
-    link = tmp_path / "newest.ckpt"
-    link.symlink_to(folder)
-    sharded.save(_state(4), link, rank=0, barrier=lambda: None)  # the link goes, not its target
-    assert not link.is_symlink() and read_lightning_checkpoint(link)["global_step"] == 4
-    assert read_lightning_checkpoint(folder)["global_step"] == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "newest.ckpt"]
 
 
 @pytest.mark.slow

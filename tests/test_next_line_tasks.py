@@ -1,0 +1,173 @@
+"""The built-in next-line tasks (`cpt/tasks/next_line.py`): items from the run's held-out
+documents, scored by lm-eval's own `hf` model as by ours; `python -m cpt.evaluate` on them and its
+bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from lm_eval import simple_evaluate  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from cpt.evaluate import main, run_datasets, task_manager  # noqa: E402
+from cpt.tasks.next_line import CONTEXT_LINES, held_out_texts, make_items, write_tasks  # noqa: E402
+from cpt.train import run  # noqa: E402
+
+BUILTIN = ["next_line_downstream", "next_line_upstream"]
+
+
+def _items(folder: Path, task: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / f"{task}.jsonl").read_text().splitlines()]
+
+
+def _check_item(item: dict, documents: list[str]) -> None:
+    lines = documents[item["document"]].splitlines()
+    j = item["line"]
+    assert item["choices"][item["answer"]] == lines[j]
+    assert item["context"] == "\n".join(lines[max(0, j - CONTEXT_LINES) : j]) + "\n"
+    assert len(set(item["choices"])) == 4
+
+
+def test_built_in_tasks_come_from_the_held_out_documents(trained, data_dir, tmp_path):
+    """Every item is a line of a validation document after its preceding lines; one distractor
+    is a line of the domain's held-out documents, two are the other domain's."""
+    prepared = run_datasets({"ckpt": trained["ckpt"], "data_dir": data_dir})
+    assert sorted(prepared) == ["downstream", "upstream"]
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    folder = write_tasks(tmp_path / "a", prepared, tokenizer)
+    texts = {name: held_out_texts(p, tokenizer) for name, p in prepared.items()}
+    train = {
+        name: tokenizer.decode(p.tokens("train").read(0, len(p.tokens("train"))).tolist())
+        for name, p in prepared.items()
+    }
+    for name, documents in texts.items():
+        other = "upstream" if name == "downstream" else "downstream"
+        assert not any(doc.strip() in train[name] for doc in documents)  # held out, not trained on
+        items = _items(folder, f"next_line_{name}")
+        assert len(items) > 50
+        for item in items:
+            _check_item(item, documents)
+            distractors = [c for k, c in enumerate(item["choices"]) if k != item["answer"]]
+            own = {line for doc in documents for line in doc.splitlines()}
+            theirs = {line for doc in texts[other] for line in doc.splitlines()}
+            assert sum(c in own for c in distractors) >= 1
+            assert sum(c in theirs for c in distractors) >= 2
+        answers = [item["answer"] for item in items]
+        assert 0.15 < answers.count(0) / len(answers) < 0.35  # the answer's position is shuffled
+    again = write_tasks(tmp_path / "b", prepared, tokenizer)  # deterministic: the same bytes
+    for task in BUILTIN:
+        assert (again / f"{task}.jsonl").read_bytes() == (folder / f"{task}.jsonl").read_bytes()
+    assert again.name == folder.name
+    assert write_tasks(tmp_path / "c", {"upstream": prepared["upstream"]}, tokenizer).name != (
+        folder.name
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    documents=st.lists(
+        st.lists(st.text("abc xyz_()=:", min_size=0, max_size=30), min_size=1, max_size=30),
+        min_size=1,
+        max_size=5,
+    ),
+    others=st.lists(st.text("ABC XYZ.,", min_size=12, max_size=40), max_size=40),
+)
+def test_next_line_items_hold_for_any_documents(documents, others):
+    texts = ["\n".join(lines) for lines in documents]
+    items = make_items(texts, others, size=50)
+    for item in items:
+        _check_item(item, texts)
+        assert len(item["choices"][item["answer"]].strip()) >= 12
+    assert make_items(texts, others, size=50) == items
+
+
+def test_a_moved_task_folder_gets_its_yamls_rewritten(trained, data_dir, tmp_path):
+    prepared = run_datasets({"ckpt": trained["ckpt"], "data_dir": data_dir})
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    folder = write_tasks(tmp_path / "old", prepared, tokenizer)
+    moved = tmp_path / "new" / "tasks" / folder.name
+    moved.parent.mkdir(parents=True)
+    folder.rename(moved)
+    assert write_tasks(tmp_path / "new", prepared, tokenizer) == moved
+    assert str(moved) in (moved / "next_line_upstream.yaml").read_text()
+
+
+def test_evaluate_on_built_in_tasks_agrees_with_lm_evals_hf_model(trained, data_dir, tmp_path):
+    """`python -m cpt.evaluate ckpt=... tasks=[next_line_...]` writes the tasks from the run's
+    held-out data; lm-eval's own `hf` model on the exported checkpoint scores them the same."""
+    out = tmp_path / "eval"
+    main(
+        [
+            f"ckpt={trained['ckpt']}",
+            f"tasks=[{','.join(BUILTIN)}]",
+            f"data_dir={data_dir}",
+            "limit=40",
+            f"output={out}",
+        ]
+    )
+    ours = json.loads((out / "results.json").read_text())["results"]
+    # the session's data folder holds other tests' task folders too: this run's is its fingerprint's
+    prepared = run_datasets({"ckpt": trained["ckpt"], "data_dir": data_dir})
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    folder = write_tasks(data_dir, prepared, tokenizer)
+    theirs = simple_evaluate(
+        model=HFLM(pretrained=str(trained["hf"]), device="cpu", batch_size=8),
+        tasks=BUILTIN,
+        task_manager=task_manager(None, folder),
+        limit=40,
+    )["results"]
+    for task in BUILTIN:
+        assert ours[task]["sample_len"] == 40
+        for metric in ("acc,none", "acc_norm,none"):
+            assert ours[task][metric] == pytest.approx(theirs[task][metric]), (task, metric)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["hf={hf}"], "error: tasks: 'next_line_upstream' is a built-in task made from a cpt run"),
+        (["ckpt={ckpt}", "data_dir={empty}"], "error: data_dir: {empty}/"),
+        (["ckpt={ckpt}", "tasks=[next_line_nope]"], "error: tasks: 'next_line_nope' is a built-in"),
+    ],
+)
+def test_bad_built_in_task_input_is_one_line(trained, tmp_path, capsys, data_dir, args, line):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    values = {"hf": trained["hf"], "ckpt": trained["ckpt"], "empty": empty}
+    args = [a.format(**values) for a in args]
+    if not any(a.startswith("tasks=") for a in args):
+        args.append("tasks=[next_line_upstream]")
+    if not any(a.startswith("data_dir=") for a in args):
+        args.append(f"data_dir={data_dir}")
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, f"output={tmp_path / 'out'}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(line.format(**values)) and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_eval_refuses_a_built_in_task_of_no_domain(tiny_run):
+    from cpt.config import ConfigError
+
+    cfg = tiny_run("callbacks=[default,task_eval]", "callbacks.task_eval.tasks=[next_line_nope]")
+    with pytest.raises(ConfigError, match=r"^callbacks.task_eval.tasks: 'next_line_nope' is a "):
+        run(cfg)
+    assert not Path(cfg.output_dir).exists()
+
+
+def test_built_in_tasks_alone_do_not_index_lm_evals_own():
+    """A run asking only for next-line tasks skips indexing lm-eval's ~15k task files (seconds
+    per process, in every job of a sweep); other task names keep them (the tests above)."""
+    from cpt.evaluate import task_manager
+
+    manager = task_manager(None, tasks=["next_line_downstream", "next_line_upstream"])
+    assert "piqa" not in manager.all_tasks and "arc_easy" not in manager.all_tasks
