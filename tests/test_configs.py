@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from cpt.callbacks import Rewarm
@@ -28,3 +29,27 @@ def test_every_callback_option_instantiates(option):
     )
     built = [instantiate(entry) for entry in cfg.callbacks.values()]
     assert sum(isinstance(c, Rewarm) for c in built) == 1
+
+
+def test_slurm_launcher_composes_with_submitit_parameters():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.nodes=2",
+            ],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert (
+        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    )
+    assert (
+        launcher.partition,
+        launcher.nodes,
+        launcher.gpus_per_node,
+        launcher.tasks_per_node,
+    ) == ("gpu", 2, 8, 8)
+    assert launcher.timeout_min == 1440

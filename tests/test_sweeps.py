@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from cpt.analysis import dashboard
 from cpt.analysis.collect import collect, collect_wandb
@@ -17,7 +16,7 @@ from cpt.analysis.collect import main as collect_main
 from cpt.analysis.notebooks import NOTEBOOKS, execute
 from cpt.analysis.sync import main as sync_main
 from cpt.analysis.wandb_files import offline_runs, read_run
-from tests.conftest import CONF, SMALL_DATA
+from tests.conftest import SMALL_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -375,27 +374,3 @@ def test_committed_notebooks_have_no_outputs():
     for path in NOTEBOOKS.glob("*.ipynb"):
         nb = nbformat.read(str(path), as_version=4)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path
-
-
-def test_slurm_launcher_composes_with_submitit_parameters():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "hydra/launcher=slurm",
-                "hydra.launcher.partition=gpu",
-                "hydra.launcher.nodes=2",
-            ],
-            return_hydra_config=True,
-        )
-    launcher = cfg.hydra.launcher
-    assert (
-        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    )
-    assert (
-        launcher.partition,
-        launcher.nodes,
-        launcher.gpus_per_node,
-        launcher.tasks_per_node,
-    ) == ("gpu", 2, 8, 8)
-    assert launcher.timeout_min == 1440
