@@ -20,6 +20,9 @@ use the same optimizer, so the comparison is of the model code (attention, loss 
   default) in fp32 and in bf16; `peak_fraction` is a side's model FLOP/s (6 N + 12 L d T per
   token, `cpt/callbacks/throughput.py`) over the matmul rate of its precision (bf16 for bf16
   autocast). On CUDA, `mfu=` is against the datasheet's bf16 peak as well (`--peak-tflops`).
+  `gemm_fraction` is the same ratio for the step's own matmuls timed alone at their shapes (every
+  linear layer's three, the loss head's per chunk, attention's as batched matmuls): the ceiling
+  of `peak_fraction` if nothing but the matmuls took time.
 
 The last lines, one per case, are machine readable (ours / transformers):
 `case=cpu-fp32 peak_fraction=0.77 hf_peak_fraction=0.61 tokens_per_s_ratio=1.31
@@ -147,22 +150,61 @@ def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     return {"peak_bytes": _rss_bytes("VmHWM") - baseline}
 
 
+def _seconds(args: argparse.Namespace, f: Any, repeats: int) -> float:
+    """The median wall time of `f()` over `repeats` calls after one that warms up."""
+    import torch
+
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        f()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def step_matmuls(args: argparse.Namespace) -> list[tuple[int, int, int, int, int]]:
+    """The matmuls of one training step as (count, batch, m, k, n): every linear layer's forward,
+    input gradient and weight gradient; the loss head per chunk as `--loss chunked` runs it; the
+    attention's scores and values, forward and backward (the 12 L d T of the FLOP count)."""
+    from cpt.models.loss import chunk_tokens
+    from cpt.models.presets import config_from_name
+
+    c = config_from_name(args.model)
+    t, d, f, layers = args.batch * args.seq, c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    out = []
+    for k, n in ((d, 3 * d), (d, d), (d, f), (f, d)):  # qkv, attention output, MLP in and out
+        out += [(layers, 1, t, k, n), (layers, 1, t, n, k), (layers, 1, n, t, k)]
+    rows = chunk_tokens(c.vocab_size) if args.loss == "chunked" else t
+    v = c.vocab_size
+    for count, m in ((t // rows, rows), (1, t % rows)):  # whole chunks, then the rest
+        if count and m:
+            out += [(count, 1, m, d, v), (count, 1, m, v, d), (count, 1, v, m, d)]
+    heads, head_dim, s = c.num_attention_heads, d // c.num_attention_heads, args.seq
+    out += [(3 * layers, args.batch * heads, s, head_dim, s)]  # q k^T; its two gradients
+    out += [(3 * layers, args.batch * heads, s, s, head_dim)]  # p v; its two gradients
+    return out
+
+
 def peak_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """The machine's limit on these threads: a square matmul's FLOP/s per precision (median)."""
+    """The machine's limit on these threads: a square matmul's FLOP/s per precision (median);
+    and the rate of the step's own matmuls alone at its shapes (`gemm_<precision>`), the ceiling
+    of what the whole step can reach."""
     import torch
 
     n, out = args.peak_size, {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(n, n, device=args.device, dtype=dtype)
         b = torch.randn(n, n, device=args.device, dtype=dtype)
-        times = []
-        for _ in range(args.peak_repeats + 1):
-            start = time.perf_counter()
-            torch.mm(a, b)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        out[name] = 2 * n**3 / statistics.median(times[1:])  # the first run warms up
+        out[name] = 2 * n**3 / _seconds(args, lambda a=a, b=b: torch.mm(a, b), args.peak_repeats)
+        flops = seconds = 0.0
+        for count, batch, m, k, n_ in step_matmuls(args):
+            x = torch.randn(batch, m, k, device=args.device, dtype=dtype)
+            y = torch.randn(batch, k, n_, device=args.device, dtype=dtype)
+            seconds += count * _seconds(args, lambda x=x, y=y: torch.matmul(x, y), 3)
+            flops += count * 2 * batch * m * k * n_
+        out[f"gemm_{name}"] = flops / seconds
     return out
 
 
@@ -209,7 +251,9 @@ def run_cases(args: argparse.Namespace) -> None:
     limit = spawn(args, "peak", "none", "sdpa")  # measured first, on the same threads
     print(
         f"{args.device} matmul {args.peak_size}^3: fp32 {limit['fp32'] / 1e9:,.0f} GFLOP/s, "
-        f"bf16 {limit['bf16'] / 1e9:,.0f} GFLOP/s; model {flops / 1e6:,.0f} MFLOP per token",
+        f"bf16 {limit['bf16'] / 1e9:,.0f} GFLOP/s; model {flops / 1e6:,.0f} MFLOP per token; "
+        f"the step's own matmuls alone: fp32 {limit['gemm_fp32'] / 1e9:,.0f}, "
+        f"bf16 {limit['gemm_bf16'] / 1e9:,.0f} GFLOP/s",
         flush=True,
     )
     lines = []
@@ -237,8 +281,10 @@ def run_cases(args: argparse.Namespace) -> None:
                 "ours": f"cpt ({args.attention}{', compiled' if args.compile else ''})",
                 "hf": f"transformers ({hf_attention})",
             }
-            matmul = limit["fp32" if precision == "fp32" else "bf16"]
+            kind = "fp32" if precision == "fp32" else "bf16"
+            matmul = limit[kind]
             fraction = {side: speed[side] * flops / matmul for side in speed}
+            ceiling = limit[f"gemm_{kind}"] / matmul  # the step's matmuls alone
             for side in ("ours", "hf"):
                 mfu = speed[side] * flops / (peak_tflops * 1e12) if peak_tflops else None
                 print(
@@ -260,7 +306,7 @@ def run_cases(args: argparse.Namespace) -> None:
             mfu = f" mfu={speed['ours'] * flops / (peak_tflops * 1e12):.3f}" if peak_tflops else ""
             lines.append(
                 f"case={case} peak_fraction={fraction['ours']:.3f} "
-                f"hf_peak_fraction={fraction['hf']:.3f} "
+                f"hf_peak_fraction={fraction['hf']:.3f} gemm_fraction={ceiling:.3f} "
                 f"tokens_per_s_ratio={speed['ours'] / speed['hf']:.2f} "
                 f"peak_memory_ratio={peak['ours'] / peak['hf']:.2f}{rss} "
                 f"tokens_per_s={speed['ours']:.0f}{mfu}"

@@ -254,3 +254,29 @@ def test_bf16_mixed_training_run_on_cpu(tiny_run, options):
     assert bf16["final_val_loss"][trained] < bf16["initial_val_loss"][trained] - 0.05
     for domain, loss in bf16["final_val_loss"].items():
         assert loss == pytest.approx(fp32["final_val_loss"][domain], rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("model", "seq", "batch", "loss"),
+    [("pythia-70m", 512, 4, "chunked"), ("tiny", 128, 16, "chunked"), ("tiny", 100, 3, "plain")],
+)
+def test_the_benchmarks_matmul_ceiling_counts_the_flops_peak_fraction_counts(
+    model, seq, batch, loss
+):
+    """`bench_train.py`'s `gemm_fraction` times the step's matmuls alone: exactly the 6 N + 12 L d T
+    FLOPs per token that `peak_fraction` divides by, so the two fractions compare."""
+    import argparse
+    import importlib.util
+
+    from cpt.callbacks.throughput import model_flops_per_token
+    from cpt.models.presets import config_from_name
+    from tests.helpers import REPO
+
+    path = REPO / "scripts" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(model=model, seq=seq, batch=batch, loss=loss)
+    counted = sum(c * 2 * b * m * k * n for c, b, m, k, n in bench.step_matmuls(args))
+    expected = model_flops_per_token(config_from_name(model), seq) * batch * seq
+    assert counted == pytest.approx(expected, rel=1e-12)
