@@ -8,8 +8,9 @@ union baseline, the longest runs, last).
    outputs/twin-upstream with checkpoints every 750 steps (its revisions), skipped when its
    checkpoint exists (CPT_UPSTREAM names another run folder);
 2. the twin's grids (`-m experiment=<paper>_cpu`: `seed` 1, 2, 3 and, for Gupta and Ibrahim,
-   `shift` strong and weak; the infinite schedule's two-task chain loops over both), two jobs side by side on one core each through Hydra's joblib launcher;
-   a finished grid or run is skipped, so an interrupted reproduction resumes;
+   `shift` strong and weak; the infinite schedule's two-task chain loops over both), two jobs
+   side by side on one core each through Hydra's joblib launcher; a finished grid or run is
+   skipped, so an interrupted reproduction resumes;
 3. per grid `runs.csv`, `curves.csv`, `runs_by_seed.csv` (`cpt.analysis.collect`), the figures
    (means with 95 % bands; also copied into docs/figures), and `results.md`: each grid point's mean
    +- standard deviation over seeds, and each claim of the paper with a verdict from the intervals
