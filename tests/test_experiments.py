@@ -214,3 +214,26 @@ def test_the_guo_twin_measures_the_gap_on_tasks_densely():
     guo = compose_experiment("guo2024_stability_gap_cpu", "init=ckpt:x").callbacks.task_eval
     others = compose_experiment("gupta2023_rewarm_cpu", "init=ckpt:x").callbacks.task_eval
     assert guo.dense and guo.dense[0][1] <= 5 and not others.dense  # the others: start and end
+
+
+SCHEDULES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_a_schedule_chosen_on_the_command_line_wins_over_the_recipes(name):
+    """`schedule=<option>` after a recipe takes effect: a recipe picks its schedule in its defaults
+    and never pins `schedule.name` in its body (where it would silently override the choice; the
+    infinite chain's cosine runs once ran the infinite schedule that way)."""
+    for schedule in SCHEDULES:
+        assert compose_experiment(name, f"schedule={schedule}").schedule.name == schedule
+
+
+def test_the_infinite_chain_runs_the_schedules_it_names():
+    from cpt.analysis.reports import INFINITE
+
+    expected = {"infinite": "infinite", "cosine": "cosine"}
+    for variant, (task, _, overrides) in INFINITE.items():
+        experiment = "ibrahim2024_infinite_cpu" if task == 1 else "ibrahim2024_infinite_next_cpu"
+        extra = ["init=random"] if task == 2 else []
+        cfg = compose_experiment(experiment, *overrides, *extra)
+        assert cfg.schedule.name == expected[variant.split("_")[1]], variant
