@@ -101,6 +101,9 @@ def test_figures_draw_the_mean_over_seeds_with_bands_and_error_bars():
     assert mean == pytest.approx([4.2, 4.3, 4.4])
     frontier = plots.plot_replay_frontier(runs).axes[0]
     assert len(frontier.containers) == 1  # one errorbar series (no other swept key)
+    assert frontier.get_legend_handles_labels()[1] == [
+        "replay fractions: mean of n=3 seeds, 95 % bars"
+    ]
 
 
 def test_a_task_sequence_draws_each_chain_through_both_tasks_with_a_band():

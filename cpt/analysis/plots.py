@@ -157,7 +157,11 @@ def plot_replay_frontier(
             yerr=group[f"{down}/ci95"] if seeds else None,
             marker="o",
             capsize=3,
-            label=(f"{name} (n={group['n'].max()} seeds)" if seeds else name) or None,
+            label=(
+                f"{name or 'replay fractions'}: mean of n={group['n'].max()} seeds, 95 % bars"
+                if seeds
+                else name or None
+            ),
         )
         for _, row in group.iterrows():
             ax.annotate(f"{row[fraction] * 100:g} %", (row[x], row[y]), fontsize=8)
