@@ -216,15 +216,12 @@ def test_the_guo_twin_measures_the_gap_on_tasks_densely():
     assert guo.dense and guo.dense[0][1] <= 5 and not others.dense  # the others: start and end
 
 
-SCHEDULES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
-
-
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_a_schedule_chosen_on_the_command_line_wins_over_the_recipes(name):
     """`schedule=<option>` after a recipe takes effect: a recipe picks its schedule in its defaults
     and never pins `schedule.name` in its body (where it would silently override the choice; the
     infinite chain's cosine runs once ran the infinite schedule that way)."""
-    for schedule in SCHEDULES:
+    for schedule in ("constant", "wsd"):  # at least one differs from any recipe's own
         assert compose_experiment(name, f"schedule={schedule}").schedule.name == schedule
 
 
