@@ -70,11 +70,11 @@ SHIFTS = {
 }
 
 
-def titled(fig, shift: str):
-    """A figure of one shift says which."""
+def shift_figure(fig, name: str, shift: str, folder: Path, paper: str) -> str:
+    """`figure` for one shift: titled by the shift, saved as `<name>_<shift>.png`."""
     fig.suptitle(SHIFTS.get(shift, shift), fontsize=10)
     fig.tight_layout()
-    return fig
+    return figure(f"{name}_{shift}.png", fig, folder, paper)
 
 
 def write(folder: Path, title: str, sections: list[str]) -> str:
@@ -153,22 +153,10 @@ def gupta2023(out: Path) -> str:
     made = []
     for shift in shifts(runs):
         part, part_curves = by_shift(runs, curves, shift)
-        made.append(
-            figure(
-                f"rewarming_{shift}.png",
-                titled(plots.plot_rewarming(part, part_curves), shift),
-                out,
-                "gupta2023",
-            )
-        )
-        made.append(
-            figure(
-                f"stability_gap_{shift}.png",
-                titled(plots.plot_stability_gap(part, part_curves, max_step=300), shift),
-                out,
-                "gupta2023",
-            )
-        )
+        rewarming = plots.plot_rewarming(part, part_curves)
+        made.append(shift_figure(rewarming, "rewarming", shift, out, "gupta2023"))
+        gap = plots.plot_stability_gap(part, part_curves, max_step=300)
+        made.append(shift_figure(gap, "stability_gap", shift, out, "gupta2023"))
     sections += ["", v.claims_table(claims), "", "Figures: " + ", ".join(made)]
     return write(out, "Gupta et al. 2023, small-scale twin", sections)
 
@@ -188,14 +176,8 @@ def ibrahim2024_replay(out: Path) -> str:
     made = []
     for shift in shifts(runs):
         part, _ = by_shift(runs, curves, shift)
-        made.append(
-            figure(
-                f"replay_frontier_{shift}.png",
-                titled(plots.plot_replay_frontier(part), shift),
-                out,
-                "ibrahim2024_replay",
-            )
-        )
+        frontier = plots.plot_replay_frontier(part)
+        made.append(shift_figure(frontier, "replay_frontier", shift, out, "ibrahim2024_replay"))
     sections += [
         "",
         v.claims_table(c.replay_claims(table, union)),
@@ -203,6 +185,9 @@ def ibrahim2024_replay(out: Path) -> str:
         "Figures: " + ", ".join(made),
     ]
     return write(out, "Ibrahim et al. 2024 (replay), small-scale twin", sections)
+
+
+PAPER_INF = "ibrahim2024_infinite"
 
 
 def ibrahim2024_infinite(out: Path) -> str:
@@ -225,31 +210,16 @@ def ibrahim2024_infinite(out: Path) -> str:
     }
     made = []
     for shift in shifts(runs):
-        mine = runs[runs["shift"] == shift]
+        mine, mine_curves = by_shift(runs, curves, shift)
         for task in (1, 2):
             part = mine[mine["variant"].str.startswith(f"task{task}")]
             part.attrs["swept"] = ["variant", SEED]
-            made.append(
-                figure(
-                    f"stability_gap_task{task}_{shift}.png",
-                    titled(
-                        plots.plot_stability_gap(
-                            part, curves[curves["run"].isin(part["run"])], max_step=300
-                        ),
-                        shift,
-                    ),
-                    out,
-                    "ibrahim2024_infinite",
-                )
+            gap = plots.plot_stability_gap(
+                part, mine_curves[mine_curves["run"].isin(part["run"])], max_step=300
             )
-        made.append(
-            figure(
-                f"task_sequence_{shift}.png",
-                titled(plots.plot_task_sequence(mine, curves, chains, steps=300), shift),
-                out,
-                "ibrahim2024_infinite",
-            )
-        )
+            made.append(shift_figure(gap, f"stability_gap_task{task}", shift, out, PAPER_INF))
+        sequence = plots.plot_task_sequence(mine, mine_curves, chains, steps=300)
+        made.append(shift_figure(sequence, "task_sequence", shift, out, PAPER_INF))
     sections += [
         "",
         v.claims_table(c.infinite_claims(table)),
