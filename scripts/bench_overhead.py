@@ -23,7 +23,6 @@ alone, against the same run, which the shared machine's drift moves less than th
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -76,7 +75,8 @@ def bare_step_seconds(steps: int, batch: int, seq: int) -> float:
 
 def twin_init() -> list[str]:
     """The twins continue the upstream run; without it, a random init of the same shape."""
-    upstream = Path(os.environ.get("CPT_UPSTREAM", REPO / "outputs" / "twin-upstream"))
+    from cpt.analysis.reproduce import UPSTREAM_RUN as upstream  # $CPT_UPSTREAM or the default
+
     if (upstream / "checkpoints" / "last.ckpt").is_file():
         return [
             f"init=ckpt:{upstream}/checkpoints/last.ckpt",
