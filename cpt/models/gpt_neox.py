@@ -7,6 +7,7 @@ checkpoints, so import and export are a renaming of the top-level prefix and not
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from cpt.models.attention import Documents, attend
 from cpt.models.base import ArchConfig, CausalLM
-from cpt.models.recompute import activation_linear
+from cpt.models.recompute import activation_linear, layer_norm_linear
 from cpt.models.rotary import RotaryEmbedding, apply_rotary, rotary_frequencies
 
 
@@ -85,6 +86,27 @@ _ACTIVATIONS = {
 }
 
 
+def _gelu_grad(approximate: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """GELU's derivative at `h` applied to `grad`, written over `grad`."""
+
+    def apply(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten.gelu_backward.grad_input(
+            grad, h, approximate=approximate, grad_input=grad
+        )
+
+    return apply
+
+
+# the derivative of each activation, in place, for the MLP's recomputing backward
+_ACTIVATION_GRADS = {
+    "gelu": _gelu_grad("none"),
+    "gelu_new": _gelu_grad("tanh"),
+    "gelu_fast": _gelu_grad("tanh"),
+    "gelu_pytorch_tanh": _gelu_grad("tanh"),
+    "relu": lambda grad, h: grad.mul_(h > 0),
+}
+
+
 class Attention(nn.Module):
     def __init__(self, config: GPTNeoXConfig, backend: str) -> None:
         super().__init__()
@@ -98,13 +120,16 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        norm: nn.LayerNorm,
         cos: torch.Tensor,
         sin: torch.Tensor,
         documents: Documents | None,
     ) -> torch.Tensor:
+        """Attention of `norm(x)`; `x` is kept for backward, the norm recomputed."""
         b, t, _ = x.shape
         # Hugging Face layout: per head, [query | key | value] of head_size each
-        qkv = self.query_key_value(x).view(b, t, self.num_heads, 3 * self.head_size)
+        qkv = layer_norm_linear(x, norm, self.query_key_value)
+        qkv = qkv.view(b, t, self.num_heads, 3 * self.head_size)
         q, k, v = qkv.chunk(3, dim=-1)  # [b, t, heads, head_size]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = v.contiguous()  # attention keeps v for backward: not the whole fused qkv behind it
@@ -118,10 +143,13 @@ class MLP(nn.Module):
         self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
         self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
         self.act = _ACTIVATIONS[config.hidden_act]
+        self.act_grad = _ACTIVATION_GRADS[config.hidden_act]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """The MLP of `norm(x)`; `x` is kept for backward, the norm recomputed."""
         out = self.dense_4h_to_h
-        return activation_linear(self.dense_h_to_4h(x), self.act, out.weight, out.bias)
+        h = layer_norm_linear(x, norm, self.dense_h_to_4h)
+        return activation_linear(h, self.act, out.weight, out.bias, self.act_grad)
 
 
 class Block(nn.Module):
@@ -140,12 +168,12 @@ class Block(nn.Module):
         sin: torch.Tensor,
         documents: Documents | None,
     ) -> torch.Tensor:
-        attn = self.attention(self.input_layernorm(x), cos, sin, documents)
+        attn = self.attention(x, self.input_layernorm, cos, sin, documents)
         if self.use_parallel_residual:
             # Pythia: x + attn(ln1(x)) + mlp(ln2(x))
-            return x + attn + self.mlp(self.post_attention_layernorm(x))
+            return x + attn + self.mlp(x, self.post_attention_layernorm)
         x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.mlp(x, self.post_attention_layernorm)
 
 
 class GPTNeoX(CausalLM):

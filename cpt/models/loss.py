@@ -60,49 +60,54 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         # the output weight's gradient: an fp32 accumulator, except for bf16 on a CPU, where the
         # chunks' bf16 products are summed in place in a bf16 buffer (oneDNN adds each product in
-        # fp32 and rounds the sum once per chunk) and cast to fp32 once at the end: an fp32 matmul
-        # or an fp32 add of every [vocab, d] product would cost twice the bf16 matmul itself, and
-        # the fp32 gradient is not held during the loop (memory); the rounding is of bf16, as
-        # autocast's own weight gradient (one bf16 matmul) has
-        in_buffer = want_weight and compute != torch.float32 and hidden.device.type == "cpu"
-        grad_weight = (
-            torch.zeros(
-                weight.shape,
-                dtype=compute if in_buffer else torch.float32,
-                device=weight.device,
-            )
-            if want_weight
-            else None
-        )
+        # fp32 and rounds the sum once per chunk) and widened to fp32 once at the end: an fp32
+        # matmul or an fp32 add of every [vocab, d] product would cost twice the bf16 matmul
+        # itself; the rounding is of bf16, as autocast's own weight gradient (one bf16 matmul) has
+        in_buffer = compute == torch.bfloat16 and hidden.device.type == "cpu"
+        grad_weight = None
+        if want_weight and in_buffer:
+            # the bf16 buffer is the first half of the fp32 gradient's own storage, widened in
+            # place at the end (`_widen_in_place`): the two never take memory side by side
+            grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+            buffer = _low_half(grad_weight, compute).zero_()
+        elif want_weight:
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, n, chunk):
                 h, t = h_all[start : start + chunk], targets[start : start + chunk]
-                logits = F.linear(h, w).float()
-                # in place on a CPU (checked there), where this chunk is a large share of memory
-                out = logits if logits.device.type == "cpu" else None
-                log_probs = torch.log_softmax(logits, dim=-1, out=out)
-                losses[start : start + chunk] = -log_probs.gather(1, t[:, None]).squeeze(1)
-                if not (want_hidden or want_weight):
-                    continue
-                # d(sum of losses)/d(logits) = softmax - one_hot, built in place; the 1/n of the
-                # mean is applied in backward, to the small gradients rather than to this chunk
-                grad = log_probs.exp_()
-                grad[torch.arange(len(t), device=t.device), t] -= 1.0
-                if compute == torch.float32:
-                    if want_weight:
-                        grad_weight.addmm_(grad.T, hidden[start : start + chunk])
-                    if want_hidden:
-                        grad_hidden[start : start + chunk] = grad @ w
-                    continue
-                grad = grad.to(compute)
+                rows = torch.arange(len(t), device=t.device)
                 if in_buffer:
-                    grad_weight.addmm_(grad.T, h)
-                elif want_weight:
-                    grad_weight += grad.T @ h
-                if want_hidden:
-                    grad_hidden[start : start + chunk] = grad @ w
-        if in_buffer:
-            grad_weight = grad_weight.float()
+                    grad = _low_precision_chunk(
+                        F.linear(h, w), t, rows, losses[start : start + chunk]
+                    )
+                else:
+                    logits = F.linear(h, w).float()
+                    # in place on a CPU (checked there), where this chunk is a large share of memory
+                    on_cpu = logits.device.type == "cpu"
+                    log_probs = torch.log_softmax(logits, dim=-1, out=logits if on_cpu else None)
+                    del logits
+                    losses[start : start + chunk] = -log_probs.gather(1, t[:, None]).squeeze(1)
+                    # d(sum of losses)/d(logits) = softmax - one_hot, built in place; the 1/n of
+                    # the mean is applied in backward, to the small gradients, not to this chunk
+                    grad = log_probs.exp_()
+                    del log_probs
+                    grad[rows, t] -= 1.0
+                if want_weight or want_hidden:
+                    if compute == torch.float32 and want_weight:
+                        grad_weight.addmm_(grad.T, hidden[start : start + chunk])
+                    elif want_weight:
+                        grad = grad.to(compute)
+                        if in_buffer:
+                            buffer.addmm_(grad.T, h)
+                        else:
+                            grad_weight += grad.T @ h
+                    if want_hidden:
+                        grad_hidden[start : start + chunk] = grad.to(compute) @ w
+                # freed before the next chunk's logits are allocated, not after
+                del grad
+        if want_weight and in_buffer:
+            del buffer
+            _widen_in_place(grad_weight, compute)
         # kept as attributes, not saved tensors, so that backward holds the only reference and
         # autograd can adopt the weight gradient as `.grad` instead of copying it
         ctx.grads = (grad_hidden, grad_weight)
@@ -120,3 +125,53 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         if grad_weight is not None:
             grad_weight = grad_weight.mul_(scale).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, None, None, None, None
+
+
+# a per-token probability below this (a loss above ~69 nats) is recomputed in fp32: bf16 keeps
+# fp32's exponent range, but its subnormals carry too few bits for a logarithm
+_SMALLEST_PROBABILITY = 1e-30
+
+
+def _low_precision_chunk(
+    logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, losses: torch.Tensor
+) -> torch.Tensor:
+    """One chunk's bf16 gradient `softmax - one_hot`; its losses written into `losses`.
+
+    One fused softmax (fp32 inside, bf16 out) replaces the fp32 copy of the logits, the fp32
+    log-softmax, its exponential and the cast of the gradient back: about a third of the bytes
+    the fp32 path moves per logit. The loss is -log of the target's probability, exact but for
+    that probability's bf16 rounding (2**-9 relative: 0.004 nats a token at most, unbiased), well
+    inside the rounding the bf16 logits already carry; a probability too small for bf16 to hold
+    precisely takes the exact fp32 log-softmax of its row.
+    """
+    grad = torch.softmax(logits, dim=-1)
+    p_target = grad[rows, targets].float()
+    losses.copy_(-p_target.log())
+    tiny = p_target < _SMALLEST_PROBABILITY
+    if tiny.any():
+        exact = torch.log_softmax(logits[tiny].float(), dim=-1)
+        losses[tiny] = -exact.gather(1, targets[tiny, None]).squeeze(1)
+    del logits
+    grad[rows, targets] -= 1.0
+    return grad
+
+
+def _low_half(full: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A `dtype` tensor of `full`'s shape in the first bytes of `full`'s (wider) storage."""
+    return full.view(-1).view(dtype)[: full.numel()].view(full.shape)
+
+
+def _widen_in_place(full: torch.Tensor, dtype: torch.dtype) -> None:
+    """Turn `_low_half(full, dtype)` into `full`'s own values, without a second buffer.
+
+    Rows are widened from the last to the first, in ranges `[lo, hi)` with `hi <= 2 lo` (whose
+    narrow source, at bytes `[lo, hi) * row_bytes / 2`, lies below their wide destination, and
+    above every row not yet widened); the last few rows go through a copy.
+    """
+    narrow = _low_half(full, dtype)
+    hi = full.shape[0]
+    while hi > 8:
+        lo = (hi + 1) // 2
+        full[lo:hi].copy_(narrow[lo:hi])
+        hi = lo
+    full[:hi].copy_(narrow[:hi].clone())
