@@ -100,8 +100,8 @@ def test_widening_in_place_gives_every_value_its_fp32_self(rows, cols, seed):
 
 
 def test_bf16_losses_are_the_exact_log_softmax_within_bf16_rounding():
-    """The fused bf16 softmax's per-token losses stay within 2**-8 of the fp32 log-softmax of
-    the same bf16 logits, their mean much closer; a target too improbable for bf16 (a loss of
+    """The fused bf16 softmax's per-token losses stay within 0.004 nats of the fp32 log-softmax
+    of the same bf16 logits, their mean much closer; a target too improbable for bf16 (a loss of
     hundreds of nats) still gets its exact, finite loss."""
     torch.manual_seed(0)
     tokens, vocab, d = 300, 2048, 64
@@ -116,9 +116,9 @@ def test_bf16_losses_are_the_exact_log_softmax_within_bf16_rounding():
         with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grads):
             loss, losses = lm_loss(hidden.clone().requires_grad_(grads), weight, targets, 64)
         assert torch.isfinite(losses).all()
-        torch.testing.assert_close(
-            losses, exact, atol=2**-8 * exact.abs().max().item() / 64, rtol=2**-8
-        )
+        difference = losses - exact
+        assert difference.abs().max() <= 0.004  # the bf16 rounding of a probability: 2**-9
+        assert difference.mean().abs() < 2e-4  # round to nearest: no bias in the mean
         assert losses[5].item() == pytest.approx(exact[5].item(), rel=1e-5)
         assert loss.item() == pytest.approx(exact.mean().item(), abs=1e-3)
 
