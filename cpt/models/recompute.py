@@ -1,10 +1,11 @@
-"""Linear layers that keep their cheap elementwise input's input for backward, not the input.
+"""Linear layers that keep the input of the cheap elementwise step before them for backward.
 
-`activation_linear`: `linear(act(h))` that keeps only `h` and recomputes `act(h)`. In an MLP the activation's input and output are both `[tokens, intermediate]`, the largest
-tensors a block keeps for backward (4x the width in GPT-NeoX). The output projection needs the
-activation's output for its weight gradient, the activation needs its input; recomputing the
-cheap elementwise activation in backward keeps one of the two, about a quarter of a block's
-activation memory, for one extra elementwise pass. Same values and gradients as the plain path.
+`activation_linear`: `linear(act(h))` that keeps only `h` and recomputes `act(h)`. In an MLP the
+activation's input and output are both `[tokens, intermediate]`, the largest tensors a block
+keeps for backward (4x the width in GPT-NeoX). The output projection needs the activation's
+output for its weight gradient, the activation needs its input; recomputing the cheap elementwise
+activation in backward keeps one of the two, about a quarter of a block's activation memory, for
+one extra elementwise pass. Same values and gradients as the plain path.
 
 `layer_norm_linear`: `linear(layer_norm(x))` that keeps only `x` and recomputes the norm. A
 block keeps its input `x` anyway (the norm's backward needs it); the norm's output, kept by the
