@@ -15,16 +15,16 @@ from cpt.models.recompute import activation_linear, layer_norm_linear
 from cpt.models.registry import build_model
 
 
-def _saved_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd keeps for backward while `fn` runs."""
+def _saved_bytes(fn, keep=lambda saved: True) -> tuple:  # noqa: ANN001
+    """`fn()` and the bytes of the distinct storages autograd keeps for backward (those `keep`s)."""
     storages = {}
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
+    def pack(saved: torch.Tensor) -> torch.Tensor:
+        if keep(saved):
+            storages[saved.untyped_storage().data_ptr()] = saved.untyped_storage().nbytes()
+        return saved
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved):
         out = fn()
     return out, sum(storages.values())
 
@@ -74,13 +74,13 @@ def test_layer_norm_linear_under_bf16_autocast_follows_autocast():
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
 def test_the_mlps_in_place_activation_gradient_matches_autograds(act):
-    from cpt.models.gpt_neox import _ACTIVATION_GRADS, _ACTIVATIONS
+    from cpt.models.gpt_neox import _ACTIVATIONS
 
     torch.manual_seed(0)
     h = torch.randn(2, 9, 64, requires_grad=True)
     linear = torch.nn.Linear(64, 16)
     params = [h, *linear.parameters()]
-    f, f_grad = _ACTIVATIONS[act], _ACTIVATION_GRADS[act]
+    f, f_grad = _ACTIVATIONS[act]
     plain = activation_linear(h, f, linear.weight, linear.bias)
     ours = activation_linear(h, f, linear.weight, linear.bias, f_grad)
     torch.testing.assert_close(ours, linear(f(h)))
@@ -132,18 +132,13 @@ def test_a_gpt_neox_block_keeps_no_norm_output_and_no_activation_output(precisio
     b, t, d, f = 2, 48, config.hidden_size, config.intermediate_size  # b * t: no weight's rows
     x = torch.randn(b, t, d, requires_grad=True)
     cos, sin = model.rotary(torch.arange(t)[None].expand(b, t), x.dtype)
-    activations = {}
-
-    def pack(saved: torch.Tensor) -> torch.Tensor:
-        if saved.shape[0] in (b, b * t):  # per token, not a weight or its bf16 copy
-            activations[saved.untyped_storage().data_ptr()] = saved.untyped_storage().nbytes()
-        return saved
-
     bf16 = precision == torch.bfloat16
-    keep = torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), keep:
-        model.layers[0](x, cos, sin, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        # per token (first dimension b or b * t), not a weight or its bf16 copy
+        _, saved = _saved_bytes(
+            lambda: model.layers[0](x, cos, sin, None), lambda s: s.shape[0] in (b, b * t)
+        )
     size = 2 if bf16 else 4
     # x (fp32: the residual stream) + q, k, v, the attention output + the MLP pre-activation
     expected = b * t * (4 * d + size * (4 * d + f))
-    assert expected <= sum(activations.values()) <= expected * 1.05
+    assert expected <= saved <= expected * 1.05

@@ -77,15 +77,6 @@ class GPTNeoXConfig(ArchConfig):
         return body + v * d * (1 if self.tie_word_embeddings else 2)
 
 
-_ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-}
-
-
 def _gelu_grad(approximate: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """GELU's derivative at `h` applied to `grad`, written over `grad`."""
 
@@ -97,13 +88,13 @@ def _gelu_grad(approximate: str) -> Callable[[torch.Tensor, torch.Tensor], torch
     return apply
 
 
-# the derivative of each activation, in place, for the MLP's recomputing backward
-_ACTIVATION_GRADS = {
-    "gelu": _gelu_grad("none"),
-    "gelu_new": _gelu_grad("tanh"),
-    "gelu_fast": _gelu_grad("tanh"),
-    "gelu_pytorch_tanh": _gelu_grad("tanh"),
-    "relu": lambda grad, h: grad.mul_(h > 0),
+# each activation and its derivative applied in place (for the MLP's recomputing backward)
+_ACTIVATIONS = {
+    "gelu": (lambda x: F.gelu(x), _gelu_grad("none")),
+    "gelu_new": (lambda x: F.gelu(x, approximate="tanh"), _gelu_grad("tanh")),
+    "gelu_fast": (lambda x: F.gelu(x, approximate="tanh"), _gelu_grad("tanh")),
+    "gelu_pytorch_tanh": (lambda x: F.gelu(x, approximate="tanh"), _gelu_grad("tanh")),
+    "relu": (F.relu, lambda grad, h: grad.mul_(h > 0)),
 }
 
 
@@ -142,8 +133,7 @@ class MLP(nn.Module):
         super().__init__()
         self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
         self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.act = _ACTIVATIONS[config.hidden_act]
-        self.act_grad = _ACTIVATION_GRADS[config.hidden_act]
+        self.act, self.act_grad = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
         """The MLP of `norm(x)`; `x` is kept for backward, the norm recomputed."""

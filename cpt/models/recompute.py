@@ -41,13 +41,27 @@ def activation_linear(
     return _ActivationLinear.apply(h, weight, bias, act, act_grad, compute_dtype(h))
 
 
+def _linear(
+    y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, compute: torch.dtype
+) -> torch.Tensor:
+    """`F.linear` in the compute dtype, as autocast would run it (autocast off inside)."""
+    return F.linear(y, weight.to(compute), None if bias is None else bias.to(compute))
+
+
+def _linear_param_grads(
+    g: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight's and bias's gradients of `linear(y)` for the output gradient `g`."""
+    flat_g = g.reshape(-1, g.shape[-1])
+    grad_weight = (flat_g.T @ y.reshape(-1, y.shape[-1])).to(weight.dtype)
+    return grad_weight, None if bias is None else flat_g.sum(0).to(bias.dtype)
+
+
 class _ActivationLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, act, act_grad, compute):  # noqa: ANN001, ANN205
         with torch.autocast(h.device.type, enabled=False):
-            out = F.linear(
-                act(h.to(compute)), weight.to(compute), None if bias is None else bias.to(compute)
-            )
+            out = _linear(act(h.to(compute)), weight, bias, compute)
         ctx.save_for_backward(h, weight, bias)
         ctx.act, ctx.act_grad, ctx.compute = act, act_grad, compute
         return out
@@ -57,24 +71,19 @@ class _ActivationLinear(torch.autograd.Function):
         h, weight, bias = ctx.saved_tensors
         compute = ctx.compute
         g = grad_out.to(compute)
-        flat_g = g.reshape(-1, g.shape[-1])
         with torch.autocast(h.device.type, enabled=False):
             if ctx.act_grad is not None:
                 # one [tokens, intermediate] temporary at a time: the activation for the weight
                 # gradient, freed; then its gradient, turned into the input's in place
                 h_c = h.to(compute)
-                a = ctx.act(h_c)
-                grad_weight = (flat_g.T @ a.reshape(-1, a.shape[-1])).to(weight.dtype)
-                del a
+                grad_weight, grad_bias = _linear_param_grads(g, ctx.act(h_c), weight, bias)
                 grad_h = ctx.act_grad(g @ weight.to(compute), h_c).to(h.dtype)
             else:
                 with torch.enable_grad():
                     h_in = h.detach().to(compute).requires_grad_(True)
                     a = ctx.act(h_in)
-                    grad_a = g @ weight.to(compute)
-                    grad_h = torch.autograd.grad(a, h_in, grad_a)[0].to(h.dtype)
-                grad_weight = (flat_g.T @ a.detach().reshape(-1, a.shape[-1])).to(weight.dtype)
-        grad_bias = None if bias is None else flat_g.sum(0).to(bias.dtype)
+                    grad_h = torch.autograd.grad(a, h_in, g @ weight.to(compute))[0].to(h.dtype)
+                grad_weight, grad_bias = _linear_param_grads(g, a.detach(), weight, bias)
         return grad_h, grad_weight, grad_bias, None, None, None
 
 
@@ -92,10 +101,9 @@ def layer_norm_linear(
 class _LayerNormLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, norm_weight, norm_bias, eps, weight, bias, compute):  # noqa: ANN001, ANN205
-        shape = (x.shape[-1],)
         with torch.autocast(x.device.type, enabled=False):
-            y = F.layer_norm(x, shape, norm_weight, norm_bias, eps).to(compute)
-            out = F.linear(y, weight.to(compute), None if bias is None else bias.to(compute))
+            y = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps).to(compute)
+            out = _linear(y, weight, bias, compute)
         ctx.save_for_backward(x, norm_weight, norm_bias, weight, bias)
         ctx.eps, ctx.compute = eps, compute
         return out
@@ -104,21 +112,20 @@ class _LayerNormLinear(torch.autograd.Function):
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
         x, norm_weight, norm_bias, weight, bias = ctx.saved_tensors
         compute = ctx.compute
-        norm_params = [p for p in (norm_weight, norm_bias) if p is not None]
+        g = grad_out.to(compute)
+        # the norm's input and parameters, fresh leaves (None where the norm has no such parameter)
+        leaves = [
+            None if t is None else t.detach().requires_grad_(True)
+            for t in (x, norm_weight, norm_bias)
+        ]
         with torch.autocast(x.device.type, enabled=False), torch.enable_grad():
-            inputs = [t.detach().requires_grad_(True) for t in (x, *norm_params)]
-            x_in, *params = inputs
-            w_in = params[0] if norm_weight is not None else None
-            b_in = params[-1] if norm_bias is not None else None
-            y = F.layer_norm(x_in, (x.shape[-1],), w_in, b_in, ctx.eps).to(compute)
-            g = grad_out.to(compute)
-            flat_g = g.reshape(-1, g.shape[-1])
-            grad_weight = (flat_g.T @ y.detach().reshape(-1, y.shape[-1])).to(weight.dtype)
-            grad_bias = None if bias is None else flat_g.sum(0).to(bias.dtype)
-            grads = torch.autograd.grad(y, inputs, g @ weight.to(compute))
-        grad_x, *grad_params = grads
-        grad_norm_weight = grad_params[0] if norm_weight is not None else None
-        grad_norm_bias = grad_params[-1] if norm_bias is not None else None
+            y = F.layer_norm(leaves[0], (x.shape[-1],), leaves[1], leaves[2], ctx.eps).to(compute)
+            grad_weight, grad_bias = _linear_param_grads(g, y.detach(), weight, bias)
+            present = [t for t in leaves if t is not None]
+            found = iter(torch.autograd.grad(y, present, g @ weight.to(compute)))
+        grad_x, grad_norm_weight, grad_norm_bias = (
+            None if t is None else next(found) for t in leaves
+        )
         return (
             grad_x.to(x.dtype),
             grad_norm_weight,
