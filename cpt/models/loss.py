@@ -58,20 +58,22 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         h_all, w = hidden.to(compute), weight.to(compute)
         losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
-        # the output weight's gradient: an fp32 accumulator, except for bf16 on a CPU, where the
-        # chunks' bf16 products are summed in place in a bf16 buffer (oneDNN adds each product in
-        # fp32 and rounds the sum once per chunk) and widened to fp32 once at the end: an fp32
+        # the output weight's gradient, fp32. Its chunks' products are summed in place into it,
+        # except for bf16 on a CPU, where they are summed in place in a bf16 buffer (oneDNN adds
+        # each product in fp32 and rounds the sum once per chunk) that is the first half of the
+        # fp32 gradient's own storage, widened in place at the end (`_widen_in_place`): an fp32
         # matmul or an fp32 add of every [vocab, d] product would cost twice the bf16 matmul
-        # itself; the rounding is of bf16, as autocast's own weight gradient (one bf16 matmul) has
+        # itself, and the two buffers never take memory side by side; the rounding is of bf16,
+        # as autocast's own weight gradient (one bf16 matmul) has. Other low precision (CUDA):
+        # each product is added to the fp32 gradient.
         in_buffer = compute == torch.bfloat16 and hidden.device.type == "cpu"
-        grad_weight = None
-        if want_weight and in_buffer:
-            # the bf16 buffer is the first half of the fp32 gradient's own storage, widened in
-            # place at the end (`_widen_in_place`): the two never take memory side by side
+        grad_weight = accumulator = None
+        if want_weight:
+            # only what is summed into is zeroed (the buffer's pages alone are touched until the
+            # widening, so that its other half takes no memory before then)
             grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
-            buffer = _low_half(grad_weight, compute).zero_()
-        elif want_weight:
-            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            accumulator = _low_half(grad_weight, compute) if in_buffer else grad_weight
+            accumulator.zero_()
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, n, chunk):
                 h, t = h_all[start : start + chunk], targets[start : start + chunk]
@@ -93,20 +95,16 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     del log_probs
                     grad[rows, t] -= 1.0
                 if want_weight or want_hidden:
-                    if compute == torch.float32 and want_weight:
-                        grad_weight.addmm_(grad.T, hidden[start : start + chunk])
-                    elif want_weight:
-                        grad = grad.to(compute)
-                        if in_buffer:
-                            buffer.addmm_(grad.T, h)
-                        else:
-                            grad_weight += grad.T @ h
-                    if want_hidden:
-                        grad_hidden[start : start + chunk] = grad.to(compute) @ w
+                    grad = grad.to(compute)  # a cast only off the CPU under low precision
+                if want_weight and accumulator.dtype == compute:
+                    accumulator.addmm_(grad.T, h)
+                elif want_weight:
+                    grad_weight += grad.T @ h
+                if want_hidden:
+                    grad_hidden[start : start + chunk] = grad @ w
                 # freed before the next chunk's logits are allocated, not after
                 del grad
         if want_weight and in_buffer:
-            del buffer
             _widen_in_place(grad_weight, compute)
         # kept as attributes, not saved tensors, so that backward holds the only reference and
         # autograd can adopt the weight gradient as `.grad` instead of copying it
@@ -151,7 +149,6 @@ def _low_precision_chunk(
     if tiny.any():
         exact = torch.log_softmax(logits[tiny].float(), dim=-1)
         losses[tiny] = -exact.gather(1, targets[tiny, None]).squeeze(1)
-    del logits
     grad[rows, targets] -= 1.0
     return grad
 
