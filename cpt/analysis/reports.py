@@ -187,9 +187,6 @@ def ibrahim2024_replay(out: Path) -> str:
     return write(out, "Ibrahim et al. 2024 (replay), small-scale twin", sections)
 
 
-PAPER_INF = "ibrahim2024_infinite"
-
-
 def ibrahim2024_infinite(out: Path) -> str:
     collect(out)
     runs, curves = plots.load(out)
@@ -217,9 +214,10 @@ def ibrahim2024_infinite(out: Path) -> str:
             gap = plots.plot_stability_gap(
                 part, mine_curves[mine_curves["run"].isin(part["run"])], max_step=300
             )
-            made.append(shift_figure(gap, f"stability_gap_task{task}", shift, out, PAPER_INF))
+            name = f"stability_gap_task{task}"
+            made.append(shift_figure(gap, name, shift, out, "ibrahim2024_infinite"))
         sequence = plots.plot_task_sequence(mine, mine_curves, chains, steps=300)
-        made.append(shift_figure(sequence, "task_sequence", shift, out, PAPER_INF))
+        made.append(shift_figure(sequence, "task_sequence", shift, out, "ibrahim2024_infinite"))
     sections += [
         "",
         v.claims_table(c.infinite_claims(table)),
