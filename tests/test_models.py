@@ -8,10 +8,13 @@ import pickle
 import pytest
 import torch
 import transformers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cpt.checkpoints import check_agreement
 from cpt.models import CheckpointError, GPTNeoX, config_from_name, from_hf, preset_names, to_hf
 from cpt.models.hf import config_from_hf
+from cpt.models.registry import build_model
 
 # Published parameter counts (total, without embeddings) of the Pythia suite.
 PYTHIA_PARAMS = {
@@ -160,6 +163,22 @@ def test_causality(attention):
         a, b = model(x), model(y)
     assert torch.allclose(a[0, :12], b[0, :12], atol=1e-6)
     assert not torch.allclose(a[0, 12:], b[0, 12:])
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    family=st.sampled_from(["tiny", "tiny-llama"]),
+    mask=st.lists(st.lists(st.booleans(), min_size=9, max_size=9), min_size=1, max_size=3),
+)
+def test_logits_at_are_the_full_logits_at_those_positions(family, mask):
+    """What the task scorer asks for (`logits_at`): the rows of the whole batch's logits, in
+    row-major order, for any set of positions."""
+    torch.manual_seed(0)
+    model = build_model(config_from_name(family)).eval()
+    at = torch.tensor(mask)
+    x = torch.randint(0, model.config.vocab_size, at.shape)
+    with torch.no_grad():
+        assert torch.allclose(model(x, logits_at=at), model(x)[at], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(PYTHIA_PARAMS))

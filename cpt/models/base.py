@@ -111,9 +111,17 @@ class CausalLM(nn.Module):
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits, or with `targets` (mean loss, per-token losses); ids restart per document."""
+        """Logits, or with `targets` (mean loss, per-token losses); ids restart per document.
+
+        `logits_at` (a boolean mask of `input_ids`' shape): the logits of those positions alone,
+        `[count, vocab]` in row-major order; a scorer that needs a few positions of each row
+        skips the output projection of the others (of a small model, a large share of it).
+        """
         hidden = self.hidden_states(input_ids, position_ids, segment_ids)
+        if logits_at is not None:
+            hidden = hidden[logits_at.to(hidden.device)]
         if targets is None:
             return F.linear(hidden, self.head_weight)
         return lm_loss(hidden, self.head_weight, targets, self.loss_chunk)

@@ -89,6 +89,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     log_probs = torch.log_softmax(logits, dim=-1, out=logits if on_cpu else None)
                     del logits
                     losses[start : start + chunk] = -log_probs.gather(1, t[:, None]).squeeze(1)
+                    if not (want_weight or want_hidden):  # evaluation: the losses alone
+                        del log_probs
+                        continue
                     # d(sum of losses)/d(logits) = softmax - one_hot, built in place; the 1/n of
                     # the mean is applied in backward, to the small gradients, not to this chunk
                     grad = log_probs.exp_()

@@ -107,7 +107,9 @@ class HarnessLM(TemplateLM):
             text = ""
             for _ in range(budget):
                 window = (tokens + made)[-self.max_length :]
-                logits = self._forward(torch.tensor([window]))[0, -1]
+                last = torch.zeros(1, len(window), dtype=torch.bool)
+                last[0, -1] = True
+                logits = self._forward(torch.tensor([window]), last)[0]
                 token = int(logits.argmax())
                 if token == self.eot_token_id:
                     break
@@ -121,10 +123,11 @@ class HarnessLM(TemplateLM):
         return outputs
 
     # ---- scoring ------------------------------------------------------------------------------
-    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of the positions `at` (a boolean mask of `ids`' shape) alone."""
         device = next(self.model.parameters()).device
         with self.context():
-            return self.model(ids.to(device)).float()
+            return self.model(ids.to(device), logits_at=at.to(device)).float()
 
     @torch.no_grad()
     def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Scored]:
@@ -138,7 +141,8 @@ class HarnessLM(TemplateLM):
             if step < len(batches):
                 scored.update(self._score_batch(pairs, batches[step]))
             else:
-                self._forward(torch.zeros(1, 1, dtype=torch.long))  # keeps FSDP's collectives even
+                one = torch.ones(1, 1, dtype=torch.bool)  # keeps FSDP's collectives even
+                self._forward(torch.zeros(1, 1, dtype=torch.long), one)
         everyone = _gather(scored)
         return [everyone[i] for i in range(len(pairs))]
 
@@ -169,12 +173,12 @@ class HarnessLM(TemplateLM):
             spans.append((len(whole) - len(continuation), len(continuation)))
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
-        logits = self._forward(ids)
-        # only the continuations' positions: one log-softmax over those rows, not the whole batch
-        row = torch.tensor([r for r, (_, count) in enumerate(spans) for _ in range(count)])
-        col = torch.tensor([start + k for start, count in spans for k in range(count)])
-        picked_logits = logits[row.to(logits.device), col.to(logits.device)]
-        logprobs = F.log_softmax(picked_logits, dim=-1).cpu()
+        # only the continuations' positions (row-major, as the targets below): their logits and
+        # one log-softmax over them, not the whole batch's
+        at = torch.zeros(ids.shape, dtype=torch.bool)
+        for r, (start, count) in enumerate(spans):
+            at[r, start : start + count] = True
+        logprobs = F.log_softmax(self._forward(ids, at), dim=-1).cpu()
         targets = torch.tensor(
             [t for index, (_, count) in zip(batch, spans) for t in pairs[index][1][-count:]]
         )
