@@ -52,6 +52,7 @@ class TrainConfig:
     )
     seed: int = 1234
     eval_before_fit: bool = True  # validate every domain at step 0 (the "before" of CPT)
+    keep_freed_memory: bool = True  # on a CPU: glibc reuses freed blocks (cpt/allocator.py)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     output_dir: str = MISSING
 

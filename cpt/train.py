@@ -20,12 +20,14 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.errors import HydraException
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cpt import config as config_schema
 from cpt import preflight
+from cpt.allocator import keep_freed_memory
 from cpt.checkpoints import AtomicCheckpointIO, load_into, reference_scorer
 from cpt.data.datamodule import CPTDataModule
 from cpt.data.quality import reference_key, select_windows
@@ -86,6 +88,8 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
         default_root_dir=str(out),
         plugins=[AtomicCheckpointIO()],
     )
+    if config.keep_freed_memory and isinstance(trainer.accelerator, CPUAccelerator):
+        keep_freed_memory()  # the model's tensors live in host memory: reuse, do not re-fault
     started, finished = time.time(), False
     try:
         initial_val = {}

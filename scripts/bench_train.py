@@ -17,9 +17,14 @@ use the same optimizer, so the comparison is of the model code (attention, loss 
   freed, so the resident peak follows the live tensors, as CUDA's figure does).
 
 - The limit: before the models, a worker on the same threads times a square matmul (2048^3 by
-  default) in fp32 and in bf16; `peak_fraction` is a side's model FLOP/s (6 N + 12 L d T per
-  token, `cpt/callbacks/throughput.py`) over the matmul rate of its precision (bf16 for bf16
-  autocast). On CUDA, `mfu=` is against the datasheet's bf16 peak as well (`--peak-tflops`).
+  default) in fp32 and in bf16; the speed worker times it again in the case's precision between
+  its steps, and `peak_fraction` is a side's model FLOP/s (6 N + 12 L d T per token,
+  `cpt/callbacks/throughput.py`) over that rate (bf16 for bf16 autocast), measured at the same
+  moments as the steps. On CUDA, `mfu=` is against the datasheet's bf16 peak as well
+  (`--peak-tflops`).
+- The allocator: `--allocator keep` (default) runs the speed and peak workers, and the `rss`
+  memory figure, with glibc keeping freed memory as `cpt.train` does on a CPU
+  (`cpt/allocator.py`), both sides alike; `system` leaves glibc as it comes.
   `gemm_fraction` is the same ratio for the step's own matmuls timed alone at their shapes (every
   linear layer's three, the loss head's per chunk, attention's as batched matmuls): the ceiling
   of `peak_fraction` if nothing but the matmuls took time.
@@ -120,8 +125,21 @@ class Side:
         return time.perf_counter() - start
 
 
+def allocator(args: argparse.Namespace) -> None:
+    """The process's malloc as `--allocator` says (`keep`: as `cpt.train` runs on a CPU)."""
+    if args.allocator == "keep" and args.device == "cpu":
+        from cpt.allocator import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def speed_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """Both sides in this process, steps alternating A B B A ...; step times per side."""
+    """Both sides in this process, steps alternating A B B A ...; step times per side, and the
+    square matmul's rate in the case's precision timed between them (`matmul`, FLOP/s): the
+    limit measured at the same moments as the steps, so a drift of the machine moves both."""
+    import torch
+
+    allocator(args)
     sides = {
         "ours": Side(args, "ours", args.attention),
         "hf": Side(args, "hf", args.hf_attention),
@@ -129,10 +147,14 @@ def speed_worker(args: argparse.Namespace) -> dict[str, Any]:
     for side in sides.values():
         for _ in range(args.warmup):
             side.step()
-    times: dict[str, list[float]] = {"ours": [], "hf": []}
+    n = args.peak_size
+    dtype = torch.float32 if args.precision == "fp32" else torch.bfloat16
+    a, b = (torch.randn(n, n, device=args.device, dtype=dtype) for _ in range(2))
+    times: dict[str, list[float]] = {"ours": [], "hf": [], "matmul": []}
     for round_ in range(args.steps):
         for name in ("ours", "hf") if round_ % 2 == 0 else ("hf", "ours"):
             times[name].append(sides[name].step())
+        times["matmul"].append(2 * n**3 / _seconds(args, lambda: torch.mm(a, b), 3))
     return times
 
 
@@ -140,6 +162,7 @@ def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     """One side alone: its peak memory over a warm-up and two steps."""
     import torch
 
+    allocator(args)
     baseline = 0 if args.device == "cuda" else _rss_bytes("VmRSS")
     attention = args.attention if args.side == "ours" else args.hf_attention
     side = Side(args, args.side, attention)
@@ -193,6 +216,7 @@ def peak_worker(args: argparse.Namespace) -> dict[str, Any]:
     of what the whole step can reach."""
     import torch
 
+    allocator(args)
     n, out = args.peak_size, {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(n, n, device=args.device, dtype=dtype)
@@ -209,7 +233,12 @@ def peak_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def spawn(
-    args: argparse.Namespace, mode: str, side: str, hf_attention: str, env: dict | None = None
+    args: argparse.Namespace,
+    mode: str,
+    side: str,
+    hf_attention: str,
+    env: dict | None = None,
+    allocator: str | None = None,
 ) -> dict[str, Any]:
     options = {
         "device": args.device,
@@ -225,6 +254,7 @@ def spawn(
         "side": side,
         "peak-size": args.peak_size,
         "peak-repeats": args.peak_repeats,
+        "allocator": allocator or args.allocator,
     }
     command = [sys.executable, __file__, "--worker", mode]
     command += [f"--{key}={value}" for key, value in options.items()]
@@ -261,14 +291,18 @@ def run_cases(args: argparse.Namespace) -> None:
         args.precision = precision
         for hf_attention in args.hf_attention.split(","):
             times = spawn(args, "speed", "both", hf_attention)
+            beside = statistics.median(times.pop("matmul"))  # timed between the steps
             speed = {s: tokens / statistics.median(t) for s, t in times.items()}
             variants = {"live": LIVE} if cuda else {"live": LIVE, "rss": {}}
             peaks = {(v, s): [] for v in variants for s in ("ours", "hf")}
             for repeat in range(args.repeats):
                 for variant, env in variants.items():
                     for side in ("ours", "hf") if repeat % 2 == 0 else ("hf", "ours"):
-                        measured = spawn(args, "memory", side, hf_attention, env)["peak_bytes"]
-                        peaks[variant, side].append(measured)
+                        # live: glibc returning large blocks (the env) so that the resident
+                        # peak follows the tensors; rss: the allocator as training runs it
+                        how = "system" if variant == "live" else None
+                        measured = spawn(args, "memory", side, hf_attention, env, how)
+                        peaks[variant, side].append(measured["peak_bytes"])
             peak = {s: statistics.median(peaks["live", s]) for s in ("ours", "hf")}
             rss = (
                 ""
@@ -282,9 +316,14 @@ def run_cases(args: argparse.Namespace) -> None:
                 "hf": f"transformers ({hf_attention})",
             }
             kind = "fp32" if precision == "fp32" else "bf16"
-            matmul = limit[kind]
+            matmul = beside
             fraction = {side: speed[side] * flops / matmul for side in speed}
-            ceiling = limit[f"gemm_{kind}"] / matmul  # the step's matmuls alone
+            ceiling = limit[f"gemm_{kind}"] / limit[kind]  # the step's matmuls alone
+            print(
+                f"{args.device}-{precision:9s} matmul {args.peak_size}^3 between the steps: "
+                f"{beside / 1e9:,.0f} GFLOP/s (before the models: {limit[kind] / 1e9:,.0f})",
+                flush=True,
+            )
             for side in ("ours", "hf"):
                 mfu = speed[side] * flops / (peak_tflops * 1e12) if peak_tflops else None
                 print(
@@ -342,6 +381,13 @@ def main() -> None:
         "--peak-size", type=int, default=2048, help="the matmul that measures the limit"
     )
     parser.add_argument("--peak-repeats", type=int, default=10, help="timed matmuls per precision")
+    parser.add_argument(
+        "--allocator",
+        default="keep",
+        choices=["keep", "system"],
+        help="keep: glibc keeps freed memory, as cpt.train runs on a CPU (both sides); "
+        "system: glibc as it comes",
+    )
     args = parser.parse_args()
     if args.worker == "speed":
         print(json.dumps(speed_worker(args)))

@@ -4,6 +4,8 @@ backends, activation checkpointing, torch.compile (and its fallback)."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -280,3 +282,44 @@ def test_the_benchmarks_matmul_ceiling_counts_the_flops_peak_fraction_counts(
     counted = sum(c * 2 * b * m * k * n for c, b, m, k, n in bench.step_matmuls(args))
     expected = model_flops_per_token(config_from_name(model), seq) * batch * seq
     assert counted == pytest.approx(expected, rel=1e-12)
+
+
+_REUSE = """
+import resource, sys, torch
+from cpt.allocator import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+faults = []
+for _ in range(12):  # a 64 MiB tensor made and freed as every step makes its large tensors
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    big, small = torch.ones(2**24), torch.ones(1000)
+    del big
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, sum(faults[-4:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_freed_memory_is_reused_without_page_faults():
+    """glibc as it comes faults a freed 64 MiB block's 16 k pages back in every time; told to
+    keep freed memory it settles within a few rounds and reuses the block (cpt/allocator.py)."""
+    from tests.helpers import REPO
+
+    def last_faults(mode: str) -> tuple[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", _REUSE, mode], capture_output=True, text=True, cwd=REPO
+        )
+        kept, faults = done.stdout.split()
+        return kept, int(faults)
+
+    assert last_faults("keep") == ("True", pytest.approx(0, abs=400))
+    assert last_faults("as-it-comes")[1] > 4 * 16_000
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_cpu_training_keeps_freed_memory_unless_told_not_to(tiny_run, monkeypatch, keep):
+    import cpt.train
+
+    calls = []
+    monkeypatch.setattr(cpt.train, "keep_freed_memory", lambda: calls.append(1) or True)
+    run(tiny_run(f"keep_freed_memory={str(keep).lower()}", "trainer.max_steps=1"))
+    assert calls == ([1] if keep else [])
