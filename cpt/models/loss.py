@@ -69,37 +69,35 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         in_buffer = compute == torch.bfloat16 and hidden.device.type == "cpu"
         grad_weight = accumulator = None
         if want_weight:
-            # only what is summed into is zeroed (the buffer's pages alone are touched until the
-            # widening, so that its other half takes no memory before then)
+            # the first chunk's product is written, the others summed in place: nothing is
+            # zeroed, and the buffer's pages alone are touched until the widening (its other half
+            # takes no memory before then)
             grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
             accumulator = _low_half(grad_weight, compute) if in_buffer else grad_weight
-            accumulator.zero_()
+            if accumulator.dtype != compute:  # low precision off the CPU: products are added
+                accumulator.zero_()
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, n, chunk):
                 h, t = h_all[start : start + chunk], targets[start : start + chunk]
                 rows = torch.arange(len(t), device=t.device)
-                if in_buffer:
-                    grad = _low_precision_chunk(
-                        F.linear(h, w), t, rows, losses[start : start + chunk]
-                    )
+                if h.device.type == "cpu":
+                    # d(sum of losses)/d(logits) = softmax - one_hot, in place over the chunk's
+                    # logits (one pass); the losses from it. The 1/n of the mean is applied in
+                    # backward, to the small gradients, not to this chunk
+                    grad = _softmax_chunk(h, w, t, rows, losses[start : start + chunk])
                 else:
-                    logits = F.linear(h, w).float()
-                    # in place on a CPU (checked there), where this chunk is a large share of memory
-                    on_cpu = logits.device.type == "cpu"
-                    log_probs = torch.log_softmax(logits, dim=-1, out=logits if on_cpu else None)
-                    del logits
+                    log_probs = torch.log_softmax(F.linear(h, w).float(), dim=-1)
                     losses[start : start + chunk] = -log_probs.gather(1, t[:, None]).squeeze(1)
-                    if not (want_weight or want_hidden):  # evaluation: the losses alone
-                        del log_probs
-                        continue
-                    # d(sum of losses)/d(logits) = softmax - one_hot, built in place; the 1/n of
-                    # the mean is applied in backward, to the small gradients, not to this chunk
                     grad = log_probs.exp_()
-                    del log_probs
                     grad[rows, t] -= 1.0
-                if want_weight or want_hidden:
-                    grad = grad.to(compute)  # a cast only off the CPU under low precision
-                if want_weight and accumulator.dtype == compute:
+                    del log_probs
+                if not (want_weight or want_hidden):  # evaluation: the losses alone
+                    del grad
+                    continue
+                grad = grad.to(compute)  # a cast only off the CPU under low precision
+                if want_weight and accumulator.dtype == compute and start == 0:
+                    torch.mm(grad.T, h, out=accumulator)
+                elif want_weight and accumulator.dtype == compute:
                     accumulator.addmm_(grad.T, h)
                 elif want_weight:
                     grad_weight += grad.T @ h
@@ -133,27 +131,34 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 _SMALLEST_PROBABILITY = 1e-30
 
 
-def _low_precision_chunk(
-    logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, losses: torch.Tensor
+def _softmax_chunk(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    targets: torch.Tensor,
+    rows: torch.Tensor,
+    losses: torch.Tensor,
 ) -> torch.Tensor:
-    """One chunk's bf16 gradient `softmax - one_hot`; its losses written into `losses`.
+    """One chunk's gradient `softmax - one_hot` over its logits `h @ w.T`, made in place (a CPU
+    tensor, in `w`'s dtype); the chunk's losses written into `losses`.
 
-    One fused softmax (fp32 inside, bf16 out) replaces the fp32 copy of the logits, the fp32
-    log-softmax, its exponential and the cast of the gradient back: about a third of the bytes
-    the fp32 path moves per logit. The loss is -log of the target's probability, exact but for
-    that probability's bf16 rounding (2**-9 relative: 0.004 nats a token at most, unbiased), well
-    inside the rounding the bf16 logits already carry; a probability too small for bf16 to hold
-    precisely takes the exact fp32 log-softmax of its row.
+    One fused softmax (fp32 inside) replaces a log-softmax and its exponential: one pass over the
+    chunk instead of two, and in bf16 no fp32 copy of the logits and no cast of the gradient back
+    (a third of the bytes). The loss is -log of the target's probability, exact but for that
+    probability's rounding (fp32: 1e-7 nats; bf16: 2**-9 relative, 0.004 nats a token at most,
+    unbiased, well inside the rounding the bf16 logits already carry); a probability too small to
+    hold precisely (a loss above 69 nats) takes the exact fp32 log-softmax of its row's logits,
+    recomputed.
     """
-    grad = torch.softmax(logits, dim=-1)
-    p_target = grad[rows, targets].float()
+    logits = F.linear(h, w)
+    probs = torch.softmax(logits, dim=-1, out=logits)  # a CPU row is read before it is written
+    p_target = probs[rows, targets].float()
     losses.copy_(-p_target.log())
     tiny = p_target < _SMALLEST_PROBABILITY
     if tiny.any():
-        exact = torch.log_softmax(logits[tiny].float(), dim=-1)
+        exact = torch.log_softmax(F.linear(h[tiny], w).float(), dim=-1)
         losses[tiny] = -exact.gather(1, targets[tiny, None]).squeeze(1)
-    grad[rows, targets] -= 1.0
-    return grad
+    probs[rows, targets] -= 1.0
+    return probs
 
 
 def _low_half(full: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
