@@ -131,12 +131,13 @@ def test_losses_from_the_softmax_are_the_exact_log_softmax_within_rounding(bf16,
 
 
 @pytest.mark.parametrize("precision", [torch.float32, torch.bfloat16])
-def test_a_gpt_neox_block_keeps_no_norm_output_and_no_activation_output(precision):
+@pytest.mark.parametrize("t", [48, 300])  # PyTorch's attention kernel; by blocks of queries
+def test_a_gpt_neox_block_keeps_no_norm_output_and_no_activation_output(precision, t):
     """Per token a block keeps its input, q, k, v, the attention output and the MLP's
     pre-activation for backward, nothing more."""
     config = config_from_name("tiny")
     model = build_model(config)
-    b, t, d, f = 2, 48, config.hidden_size, config.intermediate_size  # b * t: no weight's rows
+    b, d, f = 2, config.hidden_size, config.intermediate_size  # b * t: no weight's rows
     x = torch.randn(b, t, d, requires_grad=True)
     cos, sin = model.rotary(torch.arange(t)[None].expand(b, t), x.dtype)
     bf16 = precision == torch.bfloat16

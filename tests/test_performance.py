@@ -9,8 +9,11 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cpt.models.attention import Documents, _packed_sdpa, attend, packed_method
+from cpt.models.blocked_attention import BLOCK
 from cpt.models.loss import chunk_tokens, lm_loss
 from cpt.models.presets import config_from_name
 from cpt.models.recompute import activation_linear
@@ -88,6 +91,32 @@ def test_sdpa_matches_eager_forward_and_backward(documents):
     torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-4)
     for got, want in zip(grads[1], grads[0]):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seq=st.integers(1, 3 * BLOCK + 5),
+    heads=st.integers(1, 3),
+    head_dim=st.sampled_from([8, 16]),
+    bf16=st.booleans(),
+)
+def test_blocked_attention_matches_eager_forward_and_backward(seq, heads, head_dim, bf16):
+    """`sdpa` on a CPU: by blocks of queries from `BLOCK + 1` tokens on (the blocks above the
+    diagonal skipped, probabilities recomputed in backward), PyTorch's kernel below; either way
+    the eager reference's values and gradients, in fp32 to rounding, in bf16 within bf16's."""
+    torch.manual_seed(seq)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    # the model's layout: [batch, seq, heads, dim] in memory, [batch, heads, seq, dim] views
+    q, k, v, grad = (torch.randn(2, seq, heads, head_dim).transpose(1, 2) for _ in range(4))
+    results = []
+    for backend, precision in (("eager", torch.float64), ("sdpa", dtype)):
+        inputs = [x.to(precision).requires_grad_(True) for x in (q, k, v)]
+        out = attend(*inputs, backend)
+        out.backward(grad.to(precision))
+        results.append([out.detach(), *(x.grad for x in inputs)])
+    tolerance = 0.02 if bf16 else 1e-5  # relative to each tensor's norm
+    for got, want in zip(results[1], results[0]):
+        assert (got.double() - want).norm() <= tolerance * want.norm() + 1e-6
 
 
 def test_flex_attention_block_mask_matches_eager():

@@ -2,7 +2,9 @@
 
 - `sdpa` (default): PyTorch's fused kernels. With document-aware packing it takes, in order of
   preference, PyTorch's varlen flash kernel (CUDA, bf16/fp16), FlexAttention with a block mask
-  (CUDA), or a block-diagonal boolean mask (everywhere; what runs on a CPU).
+  (CUDA), or a block-diagonal boolean mask (everywhere; what runs on a CPU). On a CPU without
+  documents, sequences longer than one block of queries go by blocks of matmuls instead
+  (`cpt/models/blocked_attention.py`: faster than PyTorch's CPU flash kernel there).
 - `flash`: the flash-attn package (2 or 3), `flash_attn_varlen_func` with `cu_seqlens` for packed
   documents; CUDA and bf16/fp16 only, imported on first use.
 - `eager`: the readable reference every other backend is tested against.
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cpt.models.autocast import compute_dtype
+from cpt.models.blocked_attention import BLOCK, blocked_causal_attention
 
 BACKENDS = ("sdpa", "eager", "flash")
 
@@ -91,6 +94,8 @@ def attend(
 ) -> torch.Tensor:
     """Causal attention over `[batch, heads, seq, head_size]`; per document when `documents`."""
     if backend == "sdpa":
+        if documents is None and q.device.type == "cpu" and q.shape[-2] > BLOCK:
+            return blocked_causal_attention(*_one_dtype(q, k, v))
         if documents is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return _packed_sdpa(q, k, v, documents, packed_method(q))
