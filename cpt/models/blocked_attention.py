@@ -60,16 +60,25 @@ class _BlockedCausal(torch.autograd.Function):
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
         q, k, v = ctx.saved_tensors
         scale, t = ctx.scale, q.shape[2]
-        grad_q, grad_k, grad_v = (torch.zeros_like(x) for x in (q, k, v))
-        for start, stop in _blocks(t):
+        grad_q, grad_k, grad_v = (torch.empty_like(x) for x in (q, k, v))
+        # the last block reaches every key: its products are written, the earlier ones added
+        for last, (start, stop) in zip((True, *[False] * t), reversed(_blocks(t))):
             probs = _probabilities(q, k, start, stop, scale)
             g = grad_out[:, :, start:stop]
-            grad_v[:, :, :stop] += torch.matmul(probs.transpose(-1, -2), g)
+            _write_or_add(grad_v[:, :, :stop], torch.matmul(probs.transpose(-1, -2), g), last)
             grad_probs = torch.matmul(g, v[:, :, :stop].transpose(-1, -2))
             # p * (dp - sum(dp * p)): the softmax's own fused backward, then the 1/sqrt(d)
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             del probs, grad_probs
             grad_scores.mul_(scale)
             grad_q[:, :, start:stop] = torch.matmul(grad_scores, k[:, :, :stop])
-            grad_k[:, :, :stop] += torch.matmul(grad_scores.transpose(-1, -2), q[:, :, start:stop])
+            product = torch.matmul(grad_scores.transpose(-1, -2), q[:, :, start:stop])
+            _write_or_add(grad_k[:, :, :stop], product, last)
         return grad_q, grad_k, grad_v
+
+
+def _write_or_add(into: torch.Tensor, product: torch.Tensor, write: bool) -> None:
+    if write:
+        into.copy_(product)
+    else:
+        into.add_(product)
