@@ -4,8 +4,8 @@ PyTorch's CPU flash kernel runs attention at about a third of the matmul rate (a
 shape, 17 % of a bf16 training step for 7 % of its counted FLOPs). Here each block of `BLOCK`
 queries is one batched matmul against the keys up to its end (the blocks above the diagonal are
 never computed: 37.5 % of the scores at 4 blocks), a softmax in place and one more matmul; backward
-recomputes the probabilities block by block, so that what is kept is what the flash kernel keeps
-(q, k, v and the output) and a block's scores are the largest temporary. The scores are in the
+recomputes the probabilities block by block, so that what is kept is q, k and v (the output is the
+next projection's input, kept there) and a block's scores are the largest temporary. The scores are in the
 inputs' dtype (fp32 accumulation inside the matmul; in bf16 rounded as eager attention rounds
 them), the softmax in fp32 inside. `tests/test_performance.py` holds it to the eager reference.
 """
