@@ -125,7 +125,7 @@ class Side:
         return time.perf_counter() - start
 
 
-def allocator(args: argparse.Namespace) -> None:
+def set_allocator(args: argparse.Namespace) -> None:
     """The process's malloc as `--allocator` says (`keep`: as `cpt.train` runs on a CPU)."""
     if args.allocator == "keep" and args.device == "cpu":
         from cpt.allocator import keep_freed_memory
@@ -139,7 +139,7 @@ def speed_worker(args: argparse.Namespace) -> dict[str, Any]:
     limit measured at the same moments as the steps, so a drift of the machine moves both."""
     import torch
 
-    allocator(args)
+    set_allocator(args)
     sides = {
         "ours": Side(args, "ours", args.attention),
         "hf": Side(args, "hf", args.hf_attention),
@@ -162,7 +162,7 @@ def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     """One side alone: its peak memory over a warm-up and two steps."""
     import torch
 
-    allocator(args)
+    set_allocator(args)
     baseline = 0 if args.device == "cuda" else _rss_bytes("VmRSS")
     attention = args.attention if args.side == "ours" else args.hf_attention
     side = Side(args, args.side, attention)
@@ -216,7 +216,7 @@ def peak_worker(args: argparse.Namespace) -> dict[str, Any]:
     of what the whole step can reach."""
     import torch
 
-    allocator(args)
+    set_allocator(args)
     n, out = args.peak_size, {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(n, n, device=args.device, dtype=dtype)

@@ -62,7 +62,8 @@ class _BlockedCausal(torch.autograd.Function):
         scale, t = ctx.scale, q.shape[2]
         grad_q, grad_k, grad_v = (torch.empty_like(x) for x in (q, k, v))
         # the last block reaches every key: its products are written, the earlier ones added
-        for last, (start, stop) in zip((True, *[False] * t), reversed(_blocks(t))):
+        for index, (start, stop) in enumerate(reversed(_blocks(t))):
+            last = index == 0
             probs = _probabilities(q, k, start, stop, scale)
             g = grad_out[:, :, start:stop]
             _write_or_add(grad_v[:, :, :stop], torch.matmul(probs.transpose(-1, -2), g), last)
