@@ -317,31 +317,31 @@ _REUSE = """
 import resource, sys, torch
 from cpt.allocator import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
-faults = []
-for _ in range(12):  # a 64 MiB tensor made and freed as every step makes its large tensors
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(60):  # a 64 MiB tensor made and freed as every step makes its large tensors
     big, small = torch.ones(2**24), torch.ones(1000)
     del big
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(kept, sum(faults[-4:]))
+print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 2**14)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_kept_freed_memory_is_reused_without_page_faults():
-    """glibc as it comes faults a freed 64 MiB block's 16 k pages back in every time; told to
-    keep freed memory it settles within a few rounds and reuses the block (cpt/allocator.py)."""
+    """glibc as it comes faults a freed 64 MiB block's 16 k pages back in every round; told to
+    keep freed memory, its heap grows for a few rounds (how many depends on the layout of the
+    small blocks between) and then the block is reused without faults (cpt/allocator.py)."""
     from tests.helpers import REPO
 
-    def last_faults(mode: str) -> tuple[str, int]:
+    def blocks_faulted(mode: str) -> tuple[str, int]:  # in 64 MiB blocks' worth of pages
         done = subprocess.run(
             [sys.executable, "-c", _REUSE, mode], capture_output=True, text=True, cwd=REPO
         )
-        kept, faults = done.stdout.split()
-        return kept, int(faults)
+        kept, blocks = done.stdout.split()
+        return kept, int(blocks)
 
-    assert last_faults("keep") == ("True", pytest.approx(0, abs=400))
-    assert last_faults("as-it-comes")[1] > 4 * 16_000
+    kept, blocks = blocks_faulted("keep")
+    assert kept == "True" and blocks <= 20  # bounded: 6 to 12 rounds' worth where measured
+    assert blocks_faulted("as-it-comes")[1] >= 58  # every round
 
 
 @pytest.mark.parametrize("keep", [True, False])
