@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cpt.models.attention import Documents, _packed_sdpa, attend, packed_method
-from cpt.models.blocked_attention import BLOCK
+from cpt.models.blocked_attention import BLOCK, blocked_causal_attention
 from cpt.models.loss import chunk_tokens, lm_loss
 from cpt.models.presets import config_from_name
 from cpt.models.recompute import activation_linear
@@ -99,11 +99,15 @@ def test_sdpa_matches_eager_forward_and_backward(documents):
     heads=st.integers(1, 3),
     head_dim=st.sampled_from([8, 16]),
     bf16=st.booleans(),
+    through_sdpa=st.booleans(),
 )
-def test_blocked_attention_matches_eager_forward_and_backward(seq, heads, head_dim, bf16):
-    """`sdpa` on a CPU: by blocks of queries from `BLOCK + 1` tokens on (the blocks above the
-    diagonal skipped, probabilities recomputed in backward), PyTorch's kernel below; either way
-    the eager reference's values and gradients, in fp32 to rounding, in bf16 within bf16's."""
+def test_blocked_attention_matches_eager_forward_and_backward(
+    seq, heads, head_dim, bf16, through_sdpa
+):
+    """By blocks of queries (the blocks above the diagonal skipped, probabilities recomputed in
+    backward; what `sdpa` runs on a CPU in bf16 from `BLOCK + 1` tokens on, PyTorch's kernel
+    otherwise): the eager reference's values and gradients, in fp32 to rounding, in bf16 within
+    bf16's."""
     torch.manual_seed(seq)
     dtype = torch.bfloat16 if bf16 else torch.float32
     # the model's layout: [batch, seq, heads, dim] in memory, [batch, heads, seq, dim] views
@@ -111,12 +115,28 @@ def test_blocked_attention_matches_eager_forward_and_backward(seq, heads, head_d
     results = []
     for backend, precision in (("eager", torch.float64), ("sdpa", dtype)):
         inputs = [x.to(precision).requires_grad_(True) for x in (q, k, v)]
-        out = attend(*inputs, backend)
+        direct = backend == "sdpa" and not through_sdpa
+        out = blocked_causal_attention(*inputs) if direct else attend(*inputs, backend)
         out.backward(grad.to(precision))
         results.append([out.detach(), *(x.grad for x in inputs)])
     tolerance = 0.02 if bf16 else 1e-5  # relative to each tensor's norm
     for got, want in zip(results[1], results[0]):
         assert (got.double() - want).norm() <= tolerance * want.norm() + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("seq", "bf16", "blocked"),
+    [(BLOCK + 1, True, True), (BLOCK, True, False), (BLOCK + 1, False, False)],
+)
+def test_sdpa_on_a_cpu_goes_by_blocks_in_bf16_past_one_block(seq, bf16, blocked):
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    q, k, v = (torch.randn(1, 2, seq, 16, dtype=dtype) for _ in range(3))
+    expected = (
+        blocked_causal_attention(q, k, v)
+        if blocked
+        else torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    )
+    assert torch.equal(attend(q, k, v, "sdpa"), expected)
 
 
 def test_flex_attention_block_mask_matches_eager():

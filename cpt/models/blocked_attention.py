@@ -1,7 +1,8 @@
-"""Causal attention by query blocks, from matmuls: what `sdpa` runs on a CPU without documents.
+"""Causal attention by query blocks, from matmuls: what `sdpa` runs on a CPU in bf16 without
+documents, for sequences longer than one block.
 
-PyTorch's CPU flash kernel runs attention at about a third of the matmul rate (at the Pythia-70m
-shape, 17 % of a bf16 training step for 7 % of its counted FLOPs). Here each block of `BLOCK`
+PyTorch's CPU flash kernel runs bf16 attention at about a third of the matmul rate (at the
+Pythia-70m shape, 17 % of a bf16 training step for 7 % of its counted FLOPs). Here each block of `BLOCK`
 queries is one batched matmul against the keys up to its end (the blocks above the diagonal are
 never computed: 37.5 % of the scores at 4 blocks), a softmax in place and one more matmul; backward
 recomputes the probabilities block by block, so that what is kept is q, k and v (the output is the
