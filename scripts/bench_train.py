@@ -147,15 +147,23 @@ def speed_worker(args: argparse.Namespace) -> dict[str, Any]:
     for side in sides.values():
         for _ in range(args.warmup):
             side.step()
-    n = args.peak_size
-    dtype = torch.float32 if args.precision == "fp32" else torch.bfloat16
-    a, b = (torch.randn(n, n, device=args.device, dtype=dtype) for _ in range(2))
+    matmul = square_matmul(args, torch.float32 if args.precision == "fp32" else torch.bfloat16)
     times: dict[str, list[float]] = {"ours": [], "hf": [], "matmul": []}
     for round_ in range(args.steps):
         for name in ("ours", "hf") if round_ % 2 == 0 else ("hf", "ours"):
             times[name].append(sides[name].step())
-        times["matmul"].append(2 * n**3 / _seconds(args, lambda: torch.mm(a, b), 3))
+        times["matmul"].append(matmul(3))
     return times
+
+
+def square_matmul(args: argparse.Namespace, dtype: Any) -> Any:
+    """The `--peak-size` square matmul in `dtype`, its operands made once: a function of the
+    number of timed repeats that gives its rate (FLOP/s, median)."""
+    import torch
+
+    n = args.peak_size
+    a, b = (torch.randn(n, n, device=args.device, dtype=dtype) for _ in range(2))
+    return lambda repeats: 2 * n**3 / _seconds(args, lambda: torch.mm(a, b), repeats)
 
 
 def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,11 +225,9 @@ def peak_worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     set_allocator(args)
-    n, out = args.peak_size, {}
+    out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(n, n, device=args.device, dtype=dtype)
-        b = torch.randn(n, n, device=args.device, dtype=dtype)
-        out[name] = 2 * n**3 / _seconds(args, lambda a=a, b=b: torch.mm(a, b), args.peak_repeats)
+        out[name] = square_matmul(args, dtype)(args.peak_repeats)
         flops = seconds = 0.0
         for count, batch, m, k, n_ in step_matmuls(args):
             x = torch.randn(batch, m, k, device=args.device, dtype=dtype)

@@ -96,12 +96,13 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     del grad
                     continue
                 grad = grad.to(compute)  # a cast only off the CPU under low precision
-                if want_weight and accumulator.dtype == compute and start == 0:
-                    torch.mm(grad.T, h, out=accumulator)
-                elif want_weight and accumulator.dtype == compute:
-                    accumulator.addmm_(grad.T, h)
-                elif want_weight:
-                    grad_weight += grad.T @ h
+                if want_weight:
+                    if accumulator.dtype != compute:  # low precision off the CPU
+                        grad_weight += grad.T @ h
+                    elif start == 0:
+                        torch.mm(grad.T, h, out=accumulator)
+                    else:
+                        accumulator.addmm_(grad.T, h)
                 if want_hidden:
                     grad_hidden[start : start + chunk] = grad @ w
                 # freed before the next chunk's logits are allocated, not after
