@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 1234
     eval_before_fit: bool = True  # validate every domain at step 0 (the "before" of CPT)
     keep_freed_memory: bool = True  # on a CPU: glibc reuses freed blocks (cpt/allocator.py)
+    share_start_measurements: bool = False  # step 0's measurements read from an earlier run
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     output_dir: str = MISSING
 

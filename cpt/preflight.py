@@ -38,6 +38,7 @@ from cpt.evaluate import EvalInputError
 from cpt.geometry import BatchGeometry
 from cpt.models.hf import CheckpointError
 from cpt.module import NonFiniteLossError
+from cpt.start_measurements import check_folder, folder_of
 
 # What a user can get wrong; reported as one line, exit status 2, no traceback.
 USER_ERRORS = (
@@ -76,6 +77,8 @@ def build(cfg: DictConfig, *, plan: bool = False) -> Built:
         _keyed(lambda: check_hardware(config.model, cfg.trainer))
     for name, domain in config.data.domains.items():
         _keyed(domain.check_readable, f"data.domains.{name}.")
+    if config.share_start_measurements and not plan:
+        _keyed(lambda: check_folder(folder_of(config.data.dir)))
     out = Path(config.output_dir)
     resume = None if plan else resolve_resume(config.resume, out)
     if not plan and (out / "summary.json").is_file() and resume is None and not config.overwrite:

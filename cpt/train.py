@@ -7,6 +7,7 @@ validate again and summarize into `summary.json`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from cpt.data.tokenizer import TokenizerError
 from cpt.loggers import publish_summary, run_config
 from cpt.module import CPTModule
 from cpt.preflight import USER_ERRORS, Built
+from cpt.start_measurements import StartMeasurements, folder_of
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +92,13 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     )
     if config.keep_freed_memory and isinstance(trainer.accelerator, CPUAccelerator):
         keep_freed_memory()  # the model's tensors live in host memory: reuse, do not re-fault
+    if config.share_start_measurements and built.resume is None:
+        module.start_measurements = start_measurements(config, trainer, datamodule, module)
     started, finished = time.time(), False
     try:
         initial_val = {}
         if config.eval_before_fit and built.resume is None:
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+            validate_at_start(trainer, module, datamodule)
             initial_val = dict(module.last_val)
         trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume)
         held = module.state_bytes()  # every rank takes part (the most over ranks)
@@ -115,6 +119,9 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             "parameters": built.initial.config.num_parameters(),
             "state_bytes_per_process": held,
         }
+        if module.start_measurements is not None:  # what this run read and wrote for the grid
+            shared = module.start_measurements
+            summary["start_measurements"] = {"read": shared.read, "written": shared.written}
         for part in (*built.callbacks, trainer.strategy):  # the callback protocol's second half
             if hasattr(part, "summary"):
                 summary.update(part.summary())
@@ -125,6 +132,43 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
         return summary
     finally:
         _finish_wandb(loggers, finished)
+
+
+def start_measurements(
+    config: Any, trainer: L.Trainer, datamodule: CPTDataModule, module: CPTModule
+) -> StartMeasurements | None:
+    """What decides the step-0 measurements besides the weights and the code (one process)."""
+    if trainer.world_size > 1:
+        log.info(
+            "share_start_measurements: %d processes measure step 0 themselves", trainer.world_size
+        )
+        return None
+    data = {
+        k: v for k, v in asdict(config.data).items() if k not in ("num_workers", "prepare_workers")
+    }
+    identity = {
+        "model": asdict(config.model),
+        "precision": str(trainer.precision),
+        "device": str(trainer.strategy.root_device.type),
+        "data": data,
+        "prepared": {n: str(p.path.resolve()) for n, p in datamodule.prepared.items()},
+        "tokenizer": hashlib.sha256(datamodule.tokenizer.to_str().encode()).hexdigest(),
+    }
+    return StartMeasurements.of_run(folder_of(config.data.dir), module.model, identity)
+
+
+def validate_at_start(trainer: L.Trainer, module: CPTModule, datamodule: CPTDataModule) -> None:
+    """The validation before training; read instead when an earlier run of the grid measured
+    the same starting weights the same way (`share_start_measurements`)."""
+    shared = module.start_measurements
+    detail = {"limit_val_batches": trainer.limit_val_batches}
+    module.given_val_sums = shared.get("validation", detail) if shared else None
+    try:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        if shared is not None and module.given_val_sums is None:
+            shared.put("validation", detail, module.val_sums)
+    finally:
+        module.given_val_sums = None
 
 
 def select_by_quality(config: Any, datamodule: CPTDataModule, model: Any) -> None:

@@ -1,21 +1,28 @@
 """Per-step overhead of a real training run on the twins' shape (`tiny`, micro-batch 16, sequence
 128, one process): the share of the run's wall time spent outside the model's forward, backward and
-optimizer step.
+optimizer step, and outside its evaluation forward passes.
 
     python scripts/bench_overhead.py                 # 300 steps, as a twin runs
-    python scripts/bench_overhead.py --cases twin-unmeasured,twin
+    python scripts/bench_overhead.py --cases twin-unmeasured,twin-alone,twin
 
 Reference, in the same process: the bare step (forward, backward, fused AdamW on random ids of the
 same shape) timed over the same number of steps. Then `cpt.train` runs (Lightning, data loading,
 the callbacks, logging) with more of a twin switched on each time: `bare` (default callbacks, no
 validation), `+monitor` (the stability-gap monitor on its default schedule), `+validation` (every 50 steps),
 `+tasks` (the built-in next-line tasks in the loop, 9 times). `twin` is a twin as `make reproduce`
-runs it (`experiment=gupta2023_rewarm_cpu` at warm-up 1 %, max LR 2e-3, seed 1, with the measuring schedule of
-`conf/scale/cpu.yaml`), `twin-unmeasured` the same run with the measuring switched off. The twin
-cases continue the twins' upstream model when `outputs/twin-upstream` (or `$CPT_UPSTREAM`) holds it,
-else a random init of the same shape with a tokenizer trained here (the cost is the same). The last
-lines are machine readable: `case=twin overhead_share=0.12 step_ms=... bare_step_ms=...`, where
-`overhead_share = 1 - steps x bare step / run wall time`, and, with both twin cases,
+runs it (`experiment=gupta2023_rewarm_cpu` at warm-up 1 %, max LR 2e-3, seed 1, with the measuring
+schedule of `conf/scale/cpu.yaml`) as a later run of its grid, which reads the step-0 measurements
+the grid's first run wrote (`share_start_measurements`; an untimed one-step run writes them first);
+`twin-alone` the same run measuring step 0 itself (a grid's first run); `twin-unmeasured` the same
+run with the measuring switched off. The twin cases continue the twins' upstream model when
+`outputs/twin-upstream` (or `$CPT_UPSTREAM`) holds it, else a random init of the same shape with a
+tokenizer trained here (the cost is the same). The last
+lines are machine readable: `case=twin overhead_share=0.02 eval_forward_share=0.22 step_ms=...
+bare_step_ms=...`, where `eval_forward_share` is the share of the run's wall time in the model's
+forward passes without gradients (the monitor's, validation's and the tasks' evaluations, timed by
+forward hooks on the model), and `overhead_share = 1 - (steps x bare step + those seconds) / wall
+time`: what the run spends outside the model's forward and backward passes, training's and
+evaluation's (Lightning, data loading, callbacks, logging, lm-eval's own work). With both twin cases,
 `case=twin-measuring share=...`: 1 - the unmeasured twin's wall time / the twin's (the measuring
 alone, against the same run, which the shared machine's drift moves less than the bare step).
 """
@@ -34,6 +41,7 @@ UNMEASURED = ["callbacks=default", "trainer.val_check_interval=100000", "eval_be
 TWIN = ["experiment=gupta2023_rewarm_cpu", "schedule.warmup=0.01", "seed=1"]
 CASES = {
     "twin-unmeasured": [*TWIN, *UNMEASURED],
+    "twin-alone": [*TWIN, "share_start_measurements=false"],
     "twin": TWIN,
     "bare": ["callbacks=default", "trainer.val_check_interval=100000", "eval_before_fit=false"],
     "+monitor": ["callbacks=gap", "trainer.val_check_interval=100000", "eval_before_fit=false"],
@@ -86,8 +94,46 @@ def twin_init() -> list[str]:
     return ["init=random", "data.tokenizer=bpe:4096"]
 
 
-def run_seconds(overrides: list[str], steps: int, data_dir: str) -> float:
-    """The wall time of `cpt.train` for `steps` steps (the summary's `wall_time_s`)."""
+class EvalForwardClock:
+    """The seconds the run spends in the model's forward passes without gradients (the monitor's,
+    validation's and the tasks' evaluations): two global forward hooks that act on the whole
+    model alone (`CausalLM`), a few microseconds a call."""
+
+    def __init__(self) -> None:
+        self.seconds, self.calls, self._started = 0.0, 0, 0.0
+
+    def __enter__(self) -> EvalForwardClock:
+        import torch
+        from torch.nn.modules.module import (
+            register_module_forward_hook,
+            register_module_forward_pre_hook,
+        )
+
+        from cpt.models.base import CausalLM
+
+        def before(module, args):
+            if isinstance(module, CausalLM) and not torch.is_grad_enabled():
+                self._started = time.perf_counter()
+
+        def after(module, args, output):
+            if isinstance(module, CausalLM) and not torch.is_grad_enabled():
+                self.seconds += time.perf_counter() - self._started
+                self.calls += 1
+
+        self._handles = [
+            register_module_forward_pre_hook(before),
+            register_module_forward_hook(after),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float, float, str]:
+    """The wall time of `cpt.train` for `steps` steps (the summary's `wall_time_s`), the seconds
+    of it in evaluation forward passes, and what it did with the grid's step-0 measurements."""
     if any(o.startswith("experiment=") for o in overrides):
         overrides = [*overrides, *twin_init()]
     else:
@@ -99,6 +145,7 @@ def run_seconds(overrides: list[str], steps: int, data_dir: str) -> float:
     with (
         tempfile.TemporaryDirectory() as out,
         initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
+        EvalForwardClock() as clock,
     ):
         cfg = compose(
             "train",
@@ -111,7 +158,10 @@ def run_seconds(overrides: list[str], steps: int, data_dir: str) -> float:
                 *overrides,
             ],
         )
-        return float(run(cfg)["wall_time_s"])
+        summary = run(cfg)
+    shared = summary.get("start_measurements")
+    start = "not shared" if shared is None else f"read {shared['read']}, wrote {shared['written']}"
+    return float(summary["wall_time_s"]), clock.seconds, start
 
 
 def main() -> None:
@@ -126,16 +176,21 @@ def main() -> None:
     bare = bare_step_seconds(args.steps, 16, 128)
     lines, walls = [], {}
     for case in args.cases.split(","):
-        wall = walls[case] = run_seconds(CASES[case], args.steps, args.data_dir)
-        share = 1 - args.steps * bare / wall
+        if case == "twin":  # a later run of the grid: its first (here one untimed step) measured
+            run_seconds(CASES[case], 1, args.data_dir)  # step 0 and wrote it for the others
+        wall, evaluating, start = run_seconds(CASES[case], args.steps, args.data_dir)
+        walls[case] = wall
+        training = args.steps * bare
+        outside = 1 - (training + evaluating) / wall
         print(
-            f"{case:12s} {wall:7.1f} s for {args.steps} steps: {wall / args.steps * 1000:6.1f} ms "
-            f"a step against {bare * 1000:.1f} ms bare; {share:.1%} outside the model",
+            f"{case:16s} {wall:6.1f} s for {args.steps} steps ({wall / args.steps * 1000:.1f} ms a "
+            f"step; bare {bare * 1000:.1f}): training {training / wall:.1%}, evaluation forward "
+            f"passes {evaluating / wall:.1%}, outside the model {outside:.1%}; step 0: {start}",
             flush=True,
         )
         lines.append(
-            f"case={case} overhead_share={share:.3f} step_ms={wall / args.steps * 1000:.1f} "
-            f"bare_step_ms={bare * 1000:.1f}"
+            f"case={case} overhead_share={outside:.3f} eval_forward_share={evaluating / wall:.3f} "
+            f"step_ms={wall / args.steps * 1000:.1f} bare_step_ms={bare * 1000:.1f}"
         )
     if {"twin", "twin-unmeasured"} <= set(walls):  # the measuring alone, the same run without it
         measuring = 1 - walls["twin-unmeasured"] / walls["twin"]

@@ -171,3 +171,30 @@ def test_built_in_tasks_alone_do_not_index_lm_evals_own():
 
     manager = task_manager(None, tasks=["next_line_downstream", "next_line_upstream"])
     assert "piqa" not in manager.all_tasks and "arc_easy" not in manager.all_tasks
+
+
+def test_lm_eval_takes_the_items_verbatim_and_an_older_yaml_is_rewritten(
+    trained, data_dir, tmp_path
+):
+    """The YAMLs name the items' columns (no Jinja template compiled per document): every request
+    lm-eval builds is an item's context and one of its choices as written; a YAML of an older
+    version (templates) is replaced."""
+    from lm_eval.tasks import get_task_dict
+
+    prepared = run_datasets({"ckpt": trained["ckpt"], "data_dir": data_dir})
+    tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
+    folder = write_tasks(tmp_path / "a", prepared, tokenizer)
+    yaml = folder / "next_line_upstream.yaml"
+    current = yaml.read_text()
+    assert "doc_to_text: context\n" in current and "{{" not in current
+    yaml.write_text(current.replace("doc_to_text: context", 'doc_to_text: "{{context}}"'))
+    assert write_tasks(tmp_path / "a", prepared, tokenizer) == folder
+    assert yaml.read_text() == current
+    manager = task_manager(None, folder, tasks=["next_line_upstream"])
+    task = get_task_dict(["next_line_upstream"], manager)["next_line_upstream"]
+    task.build_all_requests(limit=30)
+    items = _items(folder, "next_line_upstream")
+    assert len(task.instances) == sum(len(items[i]["choices"]) for i in range(30))
+    for instance in task.instances:
+        item = items[instance.doc_id]
+        assert instance.arguments == (item["context"], item["choices"][instance.idx])

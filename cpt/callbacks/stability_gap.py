@@ -3,7 +3,9 @@
 Independently of the regular validation, the callback evaluates fixed held-out batches of every
 domain (the first `batches` batches of its validation set) before the first step and then on a
 dense-then-sparse schedule: by default every step for the first 20, every 5 up to 200, then every
-50. At the end it reports per domain:
+50. The point before the first step is read instead when an earlier run of the grid measured the
+same starting weights (`share_start_measurements`, `cpt/start_measurements.py`). At the end it
+reports per domain:
 
 - `initial`: the loss before continual pre-training;
 - the gap, Guo et al.'s drop-and-recovery: the *first* excursion above `initial` (`gap_metrics`):
@@ -25,6 +27,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from cpt.start_measurements import shared
 
 
 def eval_steps(dense: list[list[int]], every: int, max_steps: int) -> set[int]:
@@ -131,7 +135,7 @@ class StabilityGap(L.Callback):
                 batches.append(batch)
             self._fixed.append((name, batches))
         if trainer.global_step == 0:
-            self._evaluate(trainer, pl_module, 0)
+            self._evaluate_start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
@@ -140,11 +144,32 @@ class StabilityGap(L.Callback):
         ):
             self._evaluate(trainer, pl_module, step)
 
-    @torch.no_grad()
+    def _evaluate_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Step 0: read when an earlier run measured the same weights (`cpt.start_measurements`)."""
+        start, detail = shared(pl_module), {"batches": self.batches}
+        points = start.get("stability_gap", detail) if start is not None else None
+        if points is None:
+            points = self._measure(pl_module)
+            if start is not None:
+                start.put("stability_gap", detail, points)
+        self._record(trainer, 0, points)
+
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        self._record(trainer, step, self._measure(pl_module))
+
+    def _record(self, trainer: L.Trainer, step: int, points: dict[str, list[float]]) -> None:
+        """Each domain's (loss, standard error) at `step` into its curve and every logger."""
+        for name, (loss, stderr) in points.items():
+            self.curves.setdefault(name, []).append((step, loss, stderr))
+        measured = {f"stability_gap/{name}/loss": loss for name, (loss, _) in points.items()}
+        for logger in trainer.loggers:  # direct: Lightning forbids self.log in on_train_start
+            logger.log_metrics(measured, step=step)
+
+    @torch.no_grad()
+    def _measure(self, pl_module: L.LightningModule) -> dict[str, list[float]]:
         was_training = pl_module.training
         pl_module.eval()
-        measured = {}
+        points = {}
         for name, batches in self._fixed:
             windows = torch.cat(
                 [
@@ -157,12 +182,10 @@ class StabilityGap(L.Callback):
             loss = float(windows.mean())
             # the monitor's noise: the standard error of its mean over the held-out windows
             stderr = float(windows.std() / len(windows) ** 0.5) if len(windows) > 1 else 0.0
-            self.curves.setdefault(name, []).append((step, loss, stderr))
-            measured[f"stability_gap/{name}/loss"] = loss
-        for logger in trainer.loggers:  # direct: Lightning forbids self.log in on_train_start
-            logger.log_metrics(measured, step=step)
+            points[name] = [loss, stderr]
         if was_training:
             pl_module.train()
+        return points
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, curve in self.curves.items():

@@ -8,6 +8,8 @@ the trainer's precision, split across ranks). Each metric is logged to every log
 stability-gap measure as the loss (`gap_metrics`; for a metric where higher is better the gap is a
 drop below the start), into `summary.json` as `task_gap`, with the first and last values as
 `initial_tasks` / `final_tasks`. The curves are saved in checkpoints, so a resumed run goes on.
+The scores at step 0 are read instead when an earlier run of the grid measured the same starting
+weights on the same tasks (`share_start_measurements`, `cpt/start_measurements.py`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 
 from cpt.callbacks.stability_gap import eval_steps, gap_metrics
 from cpt.geometry import BatchGeometry
+from cpt.start_measurements import files_digest, shared
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class TaskEval(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._steps = eval_steps(self.dense, self.every, trainer.max_steps)
         if trainer.global_step == 0 and not self.curves:
-            self._evaluate(trainer, pl_module, 0)
+            self._evaluate_start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step in self._steps:
@@ -100,10 +104,42 @@ class TaskEval(L.Callback):
         if self.at_validation and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._evaluate(trainer, pl_module, trainer.global_step)
 
+    def _evaluate_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Step 0: read when an earlier run measured the same weights (`cpt.start_measurements`)."""
+        if self._tasks is None:
+            return
+        start = shared(pl_module)
+        detail = {
+            "tasks": self.tasks,
+            "include_path": self.include_path,
+            "include_files": files_digest(Path(self.include_path)) if self.include_path else None,
+            "limit": self.limit,
+            "num_fewshot": self.num_fewshot,
+            "batch_size": self.batch_size,
+        }
+        points = start.get("task_eval", detail) if start is not None else None
+        if points is None:
+            points = self._measure(trainer, pl_module)
+            if start is not None:
+                start.put("task_eval", detail, points)
+        self._record(trainer, 0, points)
+
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        """Every rank evaluates (FSDP's forward passes are collective); loggers are rank 0's."""
         if self._tasks is None or self._last_step() == step:
             return
+        self._record(trainer, step, self._measure(trainer, pl_module))
+
+    def _record(self, trainer: L.Trainer, step: int, points: dict[str, list[Any]]) -> None:
+        """Each metric's (value, standard error, higher is better) at `step`: curves, loggers."""
+        for name, (value, stderr, higher) in points.items():
+            self.curves.setdefault(name, []).append((step, value, stderr))
+            self.higher[name] = higher
+        measured = {f"task/{name}": value for name, (value, _, _) in points.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(measured, step=step)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, list[Any]]:
+        """Every rank evaluates (FSDP's forward passes are collective); loggers are rank 0's."""
         from lm_eval.evaluator import evaluate
 
         from cpt.tasks.harness import HarnessLM
@@ -133,7 +169,7 @@ class TaskEval(L.Callback):
                 pl_module.train()
             self.seconds += time.perf_counter() - started
             self.evaluations += 1
-        measured = {}
+        points = {}
         for task, values in results["results"].items():
             higher = results.get("higher_is_better", {}).get(task, {})
             for key, value in values.items():
@@ -147,11 +183,8 @@ class TaskEval(L.Callback):
                 name = f"{task}/{metric}" + (f"/{flt}" if flt and flt != "none" else "")
                 stderr = values.get(f"{metric}_stderr,{flt}")
                 stderr = float(stderr) if isinstance(stderr, (int, float)) else 0.0
-                self.curves.setdefault(name, []).append((step, float(value), stderr))
-                self.higher[name] = bool(higher.get(metric, True))
-                measured[f"task/{name}"] = float(value)
-        for logger in trainer.loggers:
-            logger.log_metrics(measured, step=step)
+                points[name] = [float(value), stderr, bool(higher.get(metric, True))]
+        return points
 
     def _last_step(self) -> int | None:
         return next(iter(self.curves.values()))[-1][0] if self.curves else None
