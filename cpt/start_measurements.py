@@ -4,7 +4,7 @@ Every run of a grid that continues one checkpoint measures the same model at ste
 validation before training, the stability-gap monitor's first point and the tasks' first scores.
 With `share_start_measurements: true` (one process), the first run to measure writes each result
 to `<data.dir>/start-measurements/<kind>-<key>.json` and every later run reads it: the same numbers
-bit for bit, logged as if measured (the twins' grids save about 4 s of a 65 s run).
+bit for bit, logged as if measured (the twins' grids save about 4 s of a 61 s run).
 
 The key hashes everything that decides a result: the weights' bytes as the run starts, cpt's
 source and the versions of torch, Lightning and lm-eval, the model's options, the precision and

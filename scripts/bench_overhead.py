@@ -6,7 +6,7 @@ optimizer step, and outside its evaluation forward passes.
     python scripts/bench_overhead.py --cases twin-unmeasured,twin-alone,twin
 
 Reference, in the same process: the bare step (forward, backward, fused AdamW on random ids of the
-same shape) timed over the same number of steps. Then `cpt.train` runs (Lightning, data loading,
+same shape) timed over the same number of steps, to compare with the model's step inside the run. Then `cpt.train` runs (Lightning, data loading,
 the callbacks, logging) with more of a twin switched on each time: `bare` (default callbacks, no
 validation), `+monitor` (the stability-gap monitor on its default schedule), `+validation` (every 50 steps),
 `+tasks` (the built-in next-line tasks in the loop, 9 times). `twin` is a twin as `make reproduce`
@@ -17,12 +17,14 @@ the grid's first run wrote (`share_start_measurements`; an untimed one-step run 
 run with the measuring switched off. The twin cases continue the twins' upstream model when
 `outputs/twin-upstream` (or `$CPT_UPSTREAM`) holds it, else a random init of the same shape with a
 tokenizer trained here (the cost is the same). The last
-lines are machine readable: `case=twin overhead_share=0.02 eval_forward_share=0.22 step_ms=...
-bare_step_ms=...`, where `eval_forward_share` is the share of the run's wall time in the model's
-forward passes without gradients (the monitor's, validation's and the tasks' evaluations, timed by
-forward hooks on the model), and `overhead_share = 1 - (steps x bare step + those seconds) / wall
-time`: what the run spends outside the model's forward and backward passes, training's and
-evaluation's (Lightning, data loading, callbacks, logging, lm-eval's own work). With both twin cases,
+lines are machine readable: `case=twin overhead_share=0.02 eval_forward_share=0.20 step_ms=...
+model_step_ms=... bare_step_ms=...`, timed inside the run by hooks on the model and the optimizer
+(`ModelClock`): `eval_forward_share` is the share of the run's wall time in the model's forward
+passes without gradients (the monitor's, validation's and the tasks' evaluations), `model_step_ms`
+a training step from its forward pass's start to its optimizer step's end, and `overhead_share = 1
+- (training steps + evaluation forward passes) / wall time`: what the run spends outside the
+model's forward and backward passes, training's and evaluation's (Lightning, data loading,
+callbacks, logging, lm-eval's own work). With both twin cases,
 `case=twin-measuring share=...`: 1 - the unmeasured twin's wall time / the twin's (the measuring
 alone, against the same run, which the shared machine's drift moves less than the bare step).
 """
@@ -94,35 +96,52 @@ def twin_init() -> list[str]:
     return ["init=random", "data.tokenizer=bpe:4096"]
 
 
-class EvalForwardClock:
-    """The seconds the run spends in the model's forward passes without gradients (the monitor's,
-    validation's and the tasks' evaluations): two global forward hooks that act on the whole
-    model alone (`CausalLM`), a few microseconds a call."""
+class ModelClock:
+    """The seconds a run spends in the model, timed inside the run (the shared machine's drift
+    moves them with the wall time): `training`, from each training forward pass's start to its
+    optimizer step's end (forward, backward, gradient clipping, AdamW); `evaluation`, in the
+    forward passes without gradients (the monitor's, validation's and the tasks'). Global forward
+    hooks that act on the whole model alone (`CausalLM`) and a global optimizer-step hook: a few
+    microseconds a call."""
 
     def __init__(self) -> None:
-        self.seconds, self.calls, self._started = 0.0, 0, 0.0
+        self.training = self.evaluation = 0.0
+        self.steps = self.evaluations = 0
+        self._forward = self._step = None
 
-    def __enter__(self) -> EvalForwardClock:
+    def __enter__(self) -> ModelClock:
         import torch
         from torch.nn.modules.module import (
             register_module_forward_hook,
             register_module_forward_pre_hook,
         )
+        from torch.optim.optimizer import register_optimizer_step_post_hook
 
         from cpt.models.base import CausalLM
 
         def before(module, args):
-            if isinstance(module, CausalLM) and not torch.is_grad_enabled():
-                self._started = time.perf_counter()
+            if isinstance(module, CausalLM):
+                now = time.perf_counter()
+                if torch.is_grad_enabled():
+                    self._step = self._step or now  # the first micro-batch's forward
+                else:
+                    self._forward = now
 
         def after(module, args, output):
             if isinstance(module, CausalLM) and not torch.is_grad_enabled():
-                self.seconds += time.perf_counter() - self._started
-                self.calls += 1
+                self.evaluation += time.perf_counter() - self._forward
+                self.evaluations += 1
+
+        def stepped(optimizer, args, kwargs):
+            if self._step is not None:
+                self.training += time.perf_counter() - self._step
+                self.steps += 1
+            self._step = None
 
         self._handles = [
             register_module_forward_pre_hook(before),
             register_module_forward_hook(after),
+            register_optimizer_step_post_hook(stepped),
         ]
         return self
 
@@ -131,9 +150,9 @@ class EvalForwardClock:
             handle.remove()
 
 
-def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float, float, str]:
+def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float, ModelClock, str]:
     """The wall time of `cpt.train` for `steps` steps (the summary's `wall_time_s`), the seconds
-    of it in evaluation forward passes, and what it did with the grid's step-0 measurements."""
+    of it in the model, and what the run did with the grid's step-0 measurements."""
     if any(o.startswith("experiment=") for o in overrides):
         overrides = [*overrides, *twin_init()]
     else:
@@ -145,7 +164,7 @@ def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float,
     with (
         tempfile.TemporaryDirectory() as out,
         initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
-        EvalForwardClock() as clock,
+        ModelClock() as clock,
     ):
         cfg = compose(
             "train",
@@ -161,7 +180,7 @@ def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float,
         summary = run(cfg)
     shared = summary.get("start_measurements")
     start = "not shared" if shared is None else f"read {shared['read']}, wrote {shared['written']}"
-    return float(summary["wall_time_s"]), clock.seconds, start
+    return float(summary["wall_time_s"]), clock, start
 
 
 def main() -> None:
@@ -178,19 +197,21 @@ def main() -> None:
     for case in args.cases.split(","):
         if case == "twin":  # a later run of the grid: its first (here one untimed step) measured
             run_seconds(CASES[case], 1, args.data_dir)  # step 0 and wrote it for the others
-        wall, evaluating, start = run_seconds(CASES[case], args.steps, args.data_dir)
+        wall, clock, start = run_seconds(CASES[case], args.steps, args.data_dir)
         walls[case] = wall
-        training = args.steps * bare
-        outside = 1 - (training + evaluating) / wall
+        step = clock.training / max(clock.steps, 1)
+        outside = 1 - (clock.training + clock.evaluation) / wall
         print(
             f"{case:16s} {wall:6.1f} s for {args.steps} steps ({wall / args.steps * 1000:.1f} ms a "
-            f"step; bare {bare * 1000:.1f}): training {training / wall:.1%}, evaluation forward "
-            f"passes {evaluating / wall:.1%}, outside the model {outside:.1%}; step 0: {start}",
+            f"step; the model's step {step * 1000:.1f} ms in the run, {bare * 1000:.1f} bare): "
+            f"training {clock.training / wall:.1%}, evaluation forward passes "
+            f"{clock.evaluation / wall:.1%}, outside the model {outside:.1%}; step 0: {start}",
             flush=True,
         )
         lines.append(
-            f"case={case} overhead_share={outside:.3f} eval_forward_share={evaluating / wall:.3f} "
-            f"step_ms={wall / args.steps * 1000:.1f} bare_step_ms={bare * 1000:.1f}"
+            f"case={case} overhead_share={outside:.3f} "
+            f"eval_forward_share={clock.evaluation / wall:.3f} step_ms={wall / args.steps * 1000:.1f} "
+            f"model_step_ms={step * 1000:.1f} bare_step_ms={bare * 1000:.1f}"
         )
     if {"twin", "twin-unmeasured"} <= set(walls):  # the measuring alone, the same run without it
         measuring = 1 - walls["twin-unmeasured"] / walls["twin"]

@@ -372,3 +372,41 @@ def test_cpu_training_keeps_freed_memory_unless_told_not_to(tiny_run, monkeypatc
     monkeypatch.setattr(cpt.train, "keep_freed_memory", lambda: calls.append(1) or True)
     run(tiny_run(f"keep_freed_memory={str(keep).lower()}", "trainer.max_steps=1"))
     assert calls == ([1] if keep else [])
+
+
+def test_the_overhead_benchmarks_clock_counts_the_model_and_nothing_else():
+    """`bench_overhead.py`'s `ModelClock`: a training step from its forward pass to its optimizer
+    step, each forward pass without gradients of the whole model once (not its blocks'), and not
+    the time between them."""
+    import importlib.util
+    import time
+
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_overhead", REPO / "scripts" / "bench_overhead.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = build_model(config_from_name("tiny"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, model.config.vocab_size, (2, 17))
+    started = time.perf_counter()
+    with bench.ModelClock() as clock:
+        for _ in range(2):
+            model(ids[:, :-1], targets=ids[:, 1:])[0].backward()
+            time.sleep(0.1)  # inside the step: between its backward and its optimizer step
+            optimizer.step()
+            optimizer.zero_grad()
+            time.sleep(0.2)  # outside
+        with torch.no_grad():
+            for _ in range(3):
+                model(ids)
+                time.sleep(0.2)  # outside
+    wall = time.perf_counter() - started
+    with torch.no_grad():
+        model(ids)  # the hooks are gone
+    assert (clock.steps, clock.evaluations) == (2, 3)
+    assert clock.training >= 0.2
+    assert clock.evaluation > 0
+    assert wall - clock.training - clock.evaluation >= 1.0
