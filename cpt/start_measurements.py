@@ -7,11 +7,12 @@ to `<data.dir>/start-measurements/<kind>-<key>.json` and every later run reads i
 bit for bit, logged as if measured (the twins' grids save about 4 s of a 61 s run).
 
 The key hashes everything that decides a result: the weights' bytes as the run starts, cpt's
-source and the versions of torch, Lightning and lm-eval, the model's options, the precision and
-device, the data (config, tokenizer, prepared datasets) and what the kind measures (the monitor's
-batches; the tasks, their limit, batch size and task files). Nothing else enters: the seed, the
-learning rate, the schedule and the number of steps decide nothing at step 0. A file that cannot
-be read is measured again and replaced.
+source and the versions of torch, Lightning, lm-eval and tokenizers, the model's options, the
+precision, the device (its model; on a CPU its vector instructions) and the threads, the data
+(config, tokenizer, prepared datasets) and what the kind measures (the monitor's batches; the
+tasks, their limit, batch size and task files). Nothing else enters: the seed, the learning rate,
+the schedule and the number of steps decide nothing at step 0. A file that cannot be read is
+measured again and replaced.
 """
 
 from __future__ import annotations
@@ -97,6 +98,16 @@ def weights_digest(model: nn.Module) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def device_identity(device: torch.device) -> dict[str, Any]:
+    """What picks the kernels and their order of summation: the device's kind and model (on a
+    CPU its vector instructions), and the threads."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = torch.backends.cpu.get_cpu_capability()
+    return {"type": device.type, "name": name, "threads": torch.get_num_threads()}
 
 
 def files_digest(folder: Path, pattern: str = "*") -> str:

@@ -36,7 +36,7 @@ from cpt.data.tokenizer import TokenizerError
 from cpt.loggers import publish_summary, run_config
 from cpt.module import CPTModule
 from cpt.preflight import USER_ERRORS, Built
-from cpt.start_measurements import StartMeasurements, folder_of
+from cpt.start_measurements import StartMeasurements, device_identity, folder_of
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def start_measurements(
     identity = {
         "model": asdict(config.model),
         "precision": str(trainer.precision),
-        "device": str(trainer.strategy.root_device.type),
+        "device": device_identity(trainer.strategy.root_device),
         "data": data,
         "prepared": {n: str(p.path.resolve()) for n, p in datamodule.prepared.items()},
         "tokenizer": hashlib.sha256(datamodule.tokenizer.to_str().encode()).hexdigest(),
