@@ -20,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from cpt.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +81,23 @@ class StartMeasurements:
     def put(self, kind: str, detail: dict[str, Any], value: Any) -> None:
         path = self.path(kind, detail)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"kind": kind, "detail": detail, "value": value}))
-        tmp.replace(path)  # whole or not at all: a grid's runs may write the same file
+        # whole or not at all: a grid's runs may write the same file side by side
+        write_text_atomic(path, json.dumps({"kind": kind, "detail": detail, "value": value}))
         self.written.append(kind)
 
 
-def shared(module: Any) -> StartMeasurements | None:
-    """The run's shared step-0 measurements, if it shares them (`module.start_measurements`)."""
-    return getattr(module, "start_measurements", None)
+def measured_once(
+    module: Any, kind: str, detail: dict[str, Any], measure: Callable[[], Any]
+) -> Any:
+    """`measure()`, or what an earlier run measured for the same start when this run shares its
+    step-0 measurements (`module.start_measurements`); a new measurement is written for later runs."""
+    start = getattr(module, "start_measurements", None)
+    value = start.get(kind, detail) if start is not None else None
+    if value is None:
+        value = measure()
+        if start is not None:
+            start.put(kind, detail, value)
+    return value
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -7,7 +7,6 @@ validate again and summarize into `summary.json`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from cpt.allocator import keep_freed_memory
 from cpt.checkpoints import AtomicCheckpointIO, load_into, reference_scorer
 from cpt.data.datamodule import CPTDataModule
 from cpt.data.quality import reference_key, select_windows
-from cpt.data.tokenizer import TokenizerError
+from cpt.data.tokenizer import TokenizerError, tokenizer_hash
 from cpt.loggers import publish_summary, run_config
 from cpt.module import CPTModule
 from cpt.preflight import USER_ERRORS, Built
@@ -152,7 +151,7 @@ def start_measurements(
         "device": device_identity(trainer.strategy.root_device),
         "data": data,
         "prepared": {n: str(p.path.resolve()) for n, p in datamodule.prepared.items()},
-        "tokenizer": hashlib.sha256(datamodule.tokenizer.to_str().encode()).hexdigest(),
+        "tokenizer": tokenizer_hash(datamodule.tokenizer),
     }
     return StartMeasurements.of_run(folder_of(config.data.dir), module.model, identity)
 

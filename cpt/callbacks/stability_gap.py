@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from cpt.start_measurements import shared
+from cpt.start_measurements import measured_once
 
 
 def eval_steps(dense: list[list[int]], every: int, max_steps: int) -> set[int]:
@@ -146,12 +146,8 @@ class StabilityGap(L.Callback):
 
     def _evaluate_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Step 0: read when an earlier run measured the same weights (`cpt.start_measurements`)."""
-        start, detail = shared(pl_module), {"batches": self.batches}
-        points = start.get("stability_gap", detail) if start is not None else None
-        if points is None:
-            points = self._measure(pl_module)
-            if start is not None:
-                start.put("stability_gap", detail, points)
+        detail = {"batches": self.batches}
+        points = measured_once(pl_module, "stability_gap", detail, lambda: self._measure(pl_module))
         self._record(trainer, 0, points)
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:

@@ -27,7 +27,7 @@ import lightning as L
 
 from cpt.callbacks.stability_gap import eval_steps, gap_metrics
 from cpt.geometry import BatchGeometry
-from cpt.start_measurements import files_digest, shared
+from cpt.start_measurements import files_digest, measured_once
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,6 @@ class TaskEval(L.Callback):
         """Step 0: read when an earlier run measured the same weights (`cpt.start_measurements`)."""
         if self._tasks is None:
             return
-        start = shared(pl_module)
         detail = {
             "tasks": self.tasks,
             "include_path": self.include_path,
@@ -117,12 +116,8 @@ class TaskEval(L.Callback):
             "num_fewshot": self.num_fewshot,
             "batch_size": self.batch_size,
         }
-        points = start.get("task_eval", detail) if start is not None else None
-        if points is None:
-            points = self._measure(trainer, pl_module)
-            if start is not None:
-                start.put("task_eval", detail, points)
-        self._record(trainer, 0, points)
+        measure = functools.partial(self._measure, trainer, pl_module)
+        self._record(trainer, 0, measured_once(pl_module, "task_eval", detail, measure))
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         if self._tasks is None or self._last_step() == step:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from cpt.data.shards import PreparedDomain
 from cpt.data.tokenizer import eod_id
+from cpt.files import write_text_atomic
 
 VERSION = 1
 SEED = 0
@@ -136,8 +136,8 @@ def write_tasks(root: Path, prepared: Mapping[str, PreparedDomain], tokenizer: A
         others = [t for other, ts in texts.items() if other != name for t in ts]
         items = make_items(texts[name], others)
         data = folder / f"{task_name(name)}.jsonl"
-        _write(data, "".join(json.dumps(item) + "\n" for item in items))
-        _write(folder / f"{task_name(name)}.yaml", _yaml(task_name(name), data))
+        write_text_atomic(data, "".join(json.dumps(item) + "\n" for item in items))
+        write_text_atomic(folder / f"{task_name(name)}.yaml", _yaml(task_name(name), data))
     return folder
 
 
@@ -173,9 +173,3 @@ def _yaml(task: str, data: Path) -> str:
         "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
         f"metadata:\n  version: {VERSION}\n"
     )
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
