@@ -87,16 +87,19 @@ class StartMeasurements:
 
 
 def measured_once(
-    module: Any, kind: str, detail: dict[str, Any], measure: Callable[[], Any]
+    module: Any, kind: str, detail: Callable[[], dict[str, Any]], measure: Callable[[], Any]
 ) -> Any:
     """`measure()`, or what an earlier run measured for the same start when this run shares its
-    step-0 measurements (`module.start_measurements`); a new measurement is written for later runs."""
+    step-0 measurements (`module.start_measurements`); a new measurement is written for later
+    runs. `detail()` (what the kind measures, for the key) is computed only when shared."""
     start = getattr(module, "start_measurements", None)
-    value = start.get(kind, detail) if start is not None else None
+    if start is None:
+        return measure()
+    key = detail()
+    value = start.get(kind, key)
     if value is None:
         value = measure()
-        if start is not None:
-            start.put(kind, detail, value)
+        start.put(kind, key, value)
     return value
 
 

@@ -6,8 +6,9 @@ optimizer step, and outside its evaluation forward passes.
     python scripts/bench_overhead.py --cases twin-unmeasured,twin-alone,twin
 
 Reference, in the same process: the bare step (forward, backward, fused AdamW on random ids of the
-same shape) timed over the same number of steps, to compare with the model's step inside the run. Then `cpt.train` runs (Lightning, data loading,
-the callbacks, logging) with more of a twin switched on each time: `bare` (default callbacks, no
+same shape) timed over the same number of steps, to compare with the model's step inside the run.
+Then `cpt.train` runs (Lightning, data loading, the callbacks, logging) with more of a twin switched
+on each time: `bare` (default callbacks, no
 validation), `+monitor` (the stability-gap monitor on its default schedule), `+validation` (every 50 steps),
 `+tasks` (the built-in next-line tasks in the loop, 9 times). `twin` is a twin as `make reproduce`
 runs it (`experiment=gupta2023_rewarm_cpu` at warm-up 1 %, max LR 2e-3, seed 1, with the measuring
@@ -16,8 +17,7 @@ the grid's first run wrote (`share_start_measurements`; an untimed one-step run 
 `twin-alone` the same run measuring step 0 itself (a grid's first run); `twin-unmeasured` the same
 run with the measuring switched off. The twin cases continue the twins' upstream model when
 `outputs/twin-upstream` (or `$CPT_UPSTREAM`) holds it, else a random init of the same shape with a
-tokenizer trained here (the cost is the same). The last
-lines are machine readable: `case=twin overhead_share=0.02 eval_forward_share=0.20 step_ms=...
+tokenizer trained here (the cost is the same). The last lines are machine readable: `case=twin overhead_share=0.02 eval_forward_share=0.20 step_ms=...
 model_step_ms=... bare_step_ms=...`, timed inside the run by hooks on the model and the optimizer
 (`ModelClock`): `eval_forward_share` is the share of the run's wall time in the model's forward
 passes without gradients (the monitor's, validation's and the tasks' evaluations), `model_step_ms`

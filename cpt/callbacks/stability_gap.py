@@ -146,8 +146,12 @@ class StabilityGap(L.Callback):
 
     def _evaluate_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Step 0: read when an earlier run measured the same weights (`cpt.start_measurements`)."""
-        detail = {"batches": self.batches}
-        points = measured_once(pl_module, "stability_gap", detail, lambda: self._measure(pl_module))
+        points = measured_once(
+            pl_module,
+            "stability_gap",
+            lambda: {"batches": self.batches},
+            lambda: self._measure(pl_module),
+        )
         self._record(trainer, 0, points)
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:

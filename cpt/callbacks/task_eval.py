@@ -108,7 +108,13 @@ class TaskEval(L.Callback):
         """Step 0: read when an earlier run measured the same weights (`cpt.start_measurements`)."""
         if self._tasks is None:
             return
-        detail = {
+        measure = functools.partial(self._measure, trainer, pl_module)
+        points = measured_once(pl_module, "task_eval", self._start_detail, measure)
+        self._record(trainer, 0, points)
+
+    def _start_detail(self) -> dict[str, Any]:
+        """What decides the tasks' scores besides the weights (the task files' bytes included)."""
+        return {
             "tasks": self.tasks,
             "include_path": self.include_path,
             "include_files": files_digest(Path(self.include_path)) if self.include_path else None,
@@ -116,8 +122,6 @@ class TaskEval(L.Callback):
             "num_fewshot": self.num_fewshot,
             "batch_size": self.batch_size,
         }
-        measure = functools.partial(self._measure, trainer, pl_module)
-        self._record(trainer, 0, measured_once(pl_module, "task_eval", detail, measure))
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         if self._tasks is None or self._last_step() == step:
