@@ -19,15 +19,16 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cpt.analysis.dashboard import DashboardConfig
 from cpt.data.config import DataConfig
-from cpt.geometry import BatchGeometry
+from cpt.errors import UserError
 from cpt.models.options import ModelOptions
 from cpt.models.presets import preset_names
 from cpt.module import OptimConfig
-from cpt.naming import job_name, short_dirname
+from cpt.results.naming import job_name, short_dirname
+from cpt.run.geometry import BatchGeometry
 from cpt.schedules import ScheduleSpec
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that is out of range or contradicts another."""
 
 
@@ -52,8 +53,7 @@ class TrainConfig:
     )
     seed: int = 1234
     eval_before_fit: bool = True  # validate every domain at step 0 (the "before" of CPT)
-    keep_freed_memory: bool = True  # on a CPU: glibc reuses freed blocks (cpt/allocator.py)
-    share_start_measurements: bool = False  # step 0's measurements read from an earlier run
+    keep_freed_memory: bool = True  # on a CPU: glibc reuses freed blocks (cpt/scale/allocator.py)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     output_dir: str = MISSING
 
@@ -81,7 +81,7 @@ class TrainConfig:
 
     @property
     def geometry(self) -> BatchGeometry:
-        """The run's one batch geometry (see `cpt.geometry`)."""
+        """The run's one batch geometry (see `cpt.run.geometry`)."""
         return BatchGeometry.from_config(self.data, self.trainer)
 
 

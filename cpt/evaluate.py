@@ -16,7 +16,6 @@ exit status 2.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -26,6 +25,16 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+
+from cpt.errors import reported
+from cpt.tasks.index import (
+    EvalInputError,
+    builtin_requested,
+    check_decodes,
+    check_limit,
+    check_tasks,
+    task_manager,
+)
 
 OPTIONS = {
     "ckpt": None,  # a cpt checkpoint: file or sharded folder
@@ -41,10 +50,6 @@ OPTIONS = {
     "tokenizer": None,  # tokenizer.json; default: the run's, or the HF folder's
     "output": None,  # default: outputs/eval/<date>/<time>
 }
-
-
-class EvalInputError(ValueError):
-    """Bad input to `cpt.evaluate` or the task evaluation: reported as one line."""
 
 
 def parse(argv: list[str]) -> dict[str, Any]:
@@ -65,96 +70,12 @@ def parse(argv: list[str]) -> dict[str, Any]:
     return args
 
 
-def check_limit(limit: Any) -> None:
-    if limit is None:
-        return
-    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0:
-        raise EvalInputError(f"limit: expected a count >= 1 or a fraction in (0, 1], got {limit!r}")
-    if isinstance(limit, float) and limit > 1:
-        raise EvalInputError(f"limit: a fraction must be in (0, 1], got {limit}")
-
-
-def task_manager(include_path: str | None, *generated: Path, tasks: list[str] | None = None) -> Any:
-    """lm-eval's task index, with the user's folder (a folder without YAMLs is refused) and the
-    folders of built-in tasks written for this run. When `tasks` are all built-in next-line tasks,
-    lm-eval's own ~15k task files are left out of it (indexing them takes seconds per process)."""
-    from cpt.tasks.next_line import domain_of
-
-    defaults = tasks is None or any(domain_of(t) is None for t in tasks)
-    folders = [str(Path(f).resolve()) for f in generated]
-    if include_path is not None:
-        folder = Path(include_path).expanduser().resolve()
-        if not folder.is_dir():
-            raise EvalInputError(f"include_path: {folder}: no such folder")
-        if not any(folder.rglob("*.yaml")):
-            raise EvalInputError(f"include_path: {folder}: no task YAML files in it")
-        folders.insert(0, str(folder))
-    return _index(tuple(folders), defaults)
-
-
-@functools.lru_cache(maxsize=4)
-def _index(folders: tuple[str, ...], defaults: bool = True) -> Any:
-    """Indexing lm-eval's ~15k task files takes seconds: once per set of folders and process."""
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_path=list(folders) or None, include_defaults=defaults)
-
-
-def check_tasks(tasks: list[str], manager: Any, domains: list[str] | None = None) -> None:
-    """Every name is a task lm-eval knows, or a built-in task of one of the run's `domains`."""
-    from cpt.tasks.next_line import domain_of, task_name
-
-    known = set(manager.all_tasks)
-    for name in tasks:
-        domain = domain_of(name)
-        if name not in known and domain is not None and domain not in (domains or []):
-            builtin = [task_name(d) for d in domains or []]
-            raise EvalInputError(
-                f"tasks: {name!r} is a built-in next-line task of a domain {domain!r} this run "
-                f"does not have; expected one of {builtin}"
-                if domains
-                else f"tasks: {name!r} is a built-in task made from a cpt run's held-out "
-                "documents; evaluate that run's checkpoint (ckpt=) or name the task folder it "
-                "wrote (include_path=)"
-            )
-        if name not in known and domain is None:
-            raise EvalInputError(
-                f"tasks: unknown task {name!r}; expected an lm-eval task, group or tag "
-                "(lm_eval --tasks list) or one in include_path"
-            )
-
-
-def builtin_requested(tasks: list[str], manager: Any) -> list[str]:
-    """The names among `tasks` that are built-in next-line tasks still to be written (not found
-    in the index, e.g. a folder named with include_path)."""
-    from cpt.tasks.next_line import domain_of
-
-    known = set(manager.all_tasks)
-    return [t for t in tasks if t not in known and domain_of(t)]
-
-
-def check_decodes(tasks: list[str], manager: Any, tokenizer: Any) -> None:
-    """A generative task needs a tokenizer that turns tokens back into text."""
-    if tokenizer.decoder is None and any(
-        _output_type(manager, name) == "generate_until" for name in tasks
-    ):
-        raise EvalInputError(
-            "tasks: a generative task needs a tokenizer that decodes, and this one has no decoder"
-        )
-
-
-def _output_type(manager: Any, name: str) -> str | None:
-    entry = manager.task_index.get(name)
-    config = getattr(entry, "cfg", None) or {}
-    return config.get("output_type")
-
-
 def load(args: dict[str, Any]) -> tuple[Any, Any]:
     """The model (eval mode, on its device) and its tokenizer."""
     from tokenizers import Tokenizer
 
-    from cpt.checkpoints import initial_model, load_into
     from cpt.models.registry import build_model
+    from cpt.run.initial import initial_model, load_into
 
     init = f"ckpt:{args['ckpt']}" if args["ckpt"] is not None else f"hf:{args['hf']}"
     initial = initial_model(init, None)
@@ -226,7 +147,7 @@ def data_root(args: dict[str, Any]) -> Path:
 def run_datasets(args: dict[str, Any]) -> dict[str, Any]:
     """The prepared datasets of the checkpoint's run, by domain (their held-out documents make the
     built-in tasks)."""
-    from cpt.checkpoints import read_lightning_checkpoint
+    from cpt.checkpoints.files import read_lightning_checkpoint
     from cpt.data.shards import is_prepared, load_prepared
 
     if args["ckpt"] is None:
@@ -245,14 +166,9 @@ def run_datasets(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cpt.models.hf import CheckpointError
-
-    try:
+    with reported():
         args = parse(sys.argv[1:] if argv is None else argv)
         results, out = evaluate(args)
-    except (EvalInputError, CheckpointError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
     from lm_eval.utils import make_table
 
     print(make_table(results))

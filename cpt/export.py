@@ -2,18 +2,20 @@
 
 The checkpoint is a `.ckpt` file or a sharded checkpoint folder (FSDP), read whole in this process.
 
-The folder loads with `transformers.GPTNeoXForCausalLM.from_pretrained(folder)`, so a continued model
-can be evaluated by any tool that reads Hugging Face checkpoints. The run's `tokenizer.json` (saved
+The folder loads with `transformers.AutoModelForCausalLM.from_pretrained(folder)` as the family's
+own class (`GPTNeoXForCausalLM`; `LlamaForCausalLM`, `Qwen2ForCausalLM` or `MistralForCausalLM` for
+the Llama family), so a continued model can be evaluated by any tool that reads Hugging Face
+checkpoints. The run's `tokenizer.json` (saved
 beside `checkpoints/` by `cpt.train`) is copied along unless `--tokenizer` names another.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from cpt.checkpoints import checkpoint_config, model_state, read_lightning_checkpoint
+from cpt.checkpoints.files import checkpoint_config, model_state, read_lightning_checkpoint
+from cpt.errors import reported
 from cpt.models.hf import CheckpointError, load_weights, to_hf
 from cpt.models.registry import build_model
 
@@ -37,11 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", help="output folder (created)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json to copy along")
     args = parser.parse_args(argv)
-    try:
+    with reported():
         folder = export(args.checkpoint, args.folder, args.tokenizer)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"wrote {folder}")
 
 

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
+from cpt.errors import UserError
 from cpt.models.norms import weight_decay_groups
 from cpt.models.registry import build_model, config_from_dict
 
@@ -20,7 +21,7 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite (the `SaveOnFailure` callback sets `saved`)."""
 
     def __init__(self, loss: float, step: int) -> None:
@@ -92,12 +93,6 @@ class CPTModule(L.LightningModule):
         self.last_val: dict[str, float] = {}
         self.last_val_step: int | None = None  # the optimizer step `last_val` was measured at
         self._val_sums = torch.zeros(len(self.domains), 2)
-        # Per domain (sum of window losses, windows) of the last validation; `given_val_sums`,
-        # when set, is a validation an earlier run measured on the same starting weights
-        # (`cpt.start_measurements`): the loop then runs no forward pass and logs those.
-        self.val_sums: list[list[float]] = []
-        self.given_val_sums: list[list[float]] | None = None
-        self.start_measurements = None  # a StartMeasurements, when the run shares step 0's
 
     def set_sources(self, names: list[str]) -> None:
         """Names of the training mixture's sources, by the ids batches carry."""
@@ -119,7 +114,7 @@ class CPTModule(L.LightningModule):
         return self.losses(batch)[1]
 
     def configure_model(self) -> None:
-        """Where a sharding strategy (`cpt.distributed.FSDP2`) splits the model across ranks."""
+        """Where a sharding strategy (`cpt.scale.fsdp.FSDP2`) splits the model across ranks."""
         shard = getattr(self.trainer.strategy, "shard", None)
         if shard is not None:
             shard(self.model)
@@ -172,8 +167,6 @@ class CPTModule(L.LightningModule):
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self.given_val_sums is not None:
-            return
         # every window has seq_len targets: the token-weighted mean is the mean over windows
         losses = self.sequence_losses(batch).detach().double()
         self._val_sums[dataloader_idx, 0] += losses.sum()
@@ -181,11 +174,7 @@ class CPTModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # Token-weighted means, summed over ranks: exact whatever the batch sizes.
-        if self.given_val_sums is not None:
-            sums = torch.tensor(self.given_val_sums, dtype=torch.float64)
-        else:
-            sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
-        self.val_sums = sums.tolist()
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         for i, domain in enumerate(self.domains):
             if sums[i, 1] == 0:
                 continue

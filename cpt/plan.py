@@ -2,7 +2,7 @@
 
 Takes the overrides `cpt.train` takes (`experiment=...`, and with `-m` the grid of the command line
 and of the recipe's `hydra.sweeper.params`), reads no data and loads no weights, prints each run's
-plan (`cpt.planning`), and writes `plan.json` (one entry per run) and `plan.png` (the LR and the
+plan (`cpt.run.planning`), and writes `plan.json` (one entry per run) and `plan.png` (the LR and the
 replay fraction against tokens, one line per run) into the folder named on its last line. Options
 of the plan itself: `plan.gpus=8 plan.mfu=0.4 plan.accelerator=H100|H200|A100 plan.peak_tflops=...
 plan.dir=...`. An invalid config fails as the run would: one line, exit status 2, no plan.
@@ -22,8 +22,8 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from cpt import config as config_schema
-from cpt.planning import PlanOptions, plan_run
-from cpt.preflight import USER_ERRORS, one_line
+from cpt.errors import UserError, exit_with
+from cpt.run.planning import PlanOptions, plan_run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -63,9 +63,8 @@ def main(argv: list[str], stamp: str) -> int:
             with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                 cfg = compose("train", overrides=[*job, f"output_dir={folder / str(n)}"])
             runs.append(plan_run(cfg, options, job))
-    except (HydraException, OmegaConfBaseException, *USER_ERRORS) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+    except (HydraException, OmegaConfBaseException, UserError) as err:
+        exit_with(err)
     for n, run in enumerate(runs):
         print(report(run, n, len(runs), options))
     folder.mkdir(parents=True, exist_ok=True)

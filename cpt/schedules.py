@@ -48,6 +48,11 @@ def resolve_warmup(warmup: int | float, total_steps: int) -> int:
     return resolve_steps(warmup, total_steps, "warmup")
 
 
+def warmup(step: int, max_lr: float, warmup_steps: int) -> float:
+    """The linear warm-up every schedule starts with: from 0 at step 0 towards `max_lr`."""
+    return max_lr * step / warmup_steps
+
+
 def _decay(shape: str, progress: float, start: float, end: float, timescale: float = 10.0) -> float:
     """From `start` (progress 0) to `end` (progress 1) along `shape`."""
     progress = min(max(progress, 0.0), 1.0)
@@ -77,7 +82,7 @@ def warmup_decay(
     step: int, max_lr: float, total_steps: int, warmup_steps: int, min_lr_ratio: float, shape: str
 ) -> float:
     if step < warmup_steps:
-        return max_lr * step / warmup_steps
+        return warmup(step, max_lr, warmup_steps)
     decay_steps = total_steps - warmup_steps
     if decay_steps <= 0:
         return max_lr
@@ -86,13 +91,13 @@ def warmup_decay(
 
 def constant(step: int, *, max_lr: float, warmup_steps: int = 0) -> float:
     if step < warmup_steps:
-        return max_lr * step / warmup_steps
+        return warmup(step, max_lr, warmup_steps)
     return max_lr
 
 
 def inverse_sqrt(step: int, *, max_lr: float, warmup_steps: int, timescale: float) -> float:
     if step < warmup_steps:
-        return max_lr * step / warmup_steps
+        return warmup(step, max_lr, warmup_steps)
     return max_lr / math.sqrt(1.0 + (step - warmup_steps) / timescale)
 
 
@@ -111,7 +116,7 @@ def infinite(
 ) -> float:
     """Ibrahim et al.'s infinite schedule: warm-up, cool-down, constant, exponential anneal."""
     if step < warmup_steps:
-        return max_lr * step / warmup_steps
+        return warmup(step, max_lr, warmup_steps)
     t = step - warmup_steps
     if t < cooldown_steps:
         return _decay(cooldown_shape, t / cooldown_steps, max_lr, constant_lr, timescale)
@@ -134,7 +139,7 @@ def wsd(
     decay_shape: str = "1-sqrt",
 ) -> float:
     if step < warmup_steps:
-        return max_lr * step / warmup_steps
+        return warmup(step, max_lr, warmup_steps)
     decay_start = total_steps - decay_steps
     if decay_steps <= 0 or step < decay_start:
         return max_lr

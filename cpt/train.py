@@ -1,6 +1,6 @@
 """Entry point: `python -m cpt.train [overrides]` (add `-m` for a multirun grid).
 
-Reads top-down: compose (Hydra), build everything that needs no data once (`cpt.preflight`),
+Reads top-down: compose (Hydra), build everything that needs no data once (`cpt.run.build`),
 prepare the data, validate before training (the "before" of continual pre-training), fit,
 validate again and summarize into `summary.json`.
 """
@@ -26,16 +26,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cpt import config as config_schema
-from cpt import preflight
-from cpt.allocator import keep_freed_memory
-from cpt.checkpoints import AtomicCheckpointIO, load_into, reference_scorer
+from cpt.callbacks.base import RunPart
+from cpt.checkpoints.files import AtomicCheckpointIO
 from cpt.data.datamodule import CPTDataModule
 from cpt.data.quality import reference_key, select_windows
-from cpt.data.tokenizer import TokenizerError, tokenizer_hash
-from cpt.loggers import publish_summary, run_config
+from cpt.data.tokenizer import TokenizerError
+from cpt.errors import UserError, exit_with
 from cpt.module import CPTModule
-from cpt.preflight import USER_ERRORS, Built
-from cpt.start_measurements import StartMeasurements, device_identity, folder_of
+from cpt.results.loggers import publish_summary, run_config
+from cpt.run import build as preflight
+from cpt.run.build import Built
+from cpt.run.initial import load_into, reference_scorer
+from cpt.scale.allocator import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
     datamodule.tokenizer.save(str(out / "tokenizer.json"))  # a run folder is self-contained
-    loggers = preflight.instantiate_all(cfg.logger)
+    loggers = preflight.instantiate_all(cfg.logger, "logger")
     for logger in loggers:
         logger.log_hyperparams(run_config(resolved))
     trainer = L.Trainer(
@@ -91,13 +93,11 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     )
     if config.keep_freed_memory and isinstance(trainer.accelerator, CPUAccelerator):
         keep_freed_memory()  # the model's tensors live in host memory: reuse, do not re-fault
-    if config.share_start_measurements and built.resume is None:
-        module.start_measurements = start_measurements(config, trainer, datamodule, module)
     started, finished = time.time(), False
     try:
         initial_val = {}
         if config.eval_before_fit and built.resume is None:
-            validate_at_start(trainer, module, datamodule)
+            trainer.validate(module, datamodule=datamodule, verbose=False)
             initial_val = dict(module.last_val)
         trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume)
         held = module.state_bytes()  # every rank takes part (the most over ranks)
@@ -118,11 +118,8 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             "parameters": built.initial.config.num_parameters(),
             "state_bytes_per_process": held,
         }
-        if module.start_measurements is not None:  # what this run read and wrote for the grid
-            shared = module.start_measurements
-            summary["start_measurements"] = {"read": shared.read, "written": shared.written}
         for part in (*built.callbacks, trainer.strategy):  # the callback protocol's second half
-            if hasattr(part, "summary"):
+            if isinstance(part, RunPart):
                 summary.update(part.summary())
         if trainer.is_global_zero:
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -131,43 +128,6 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
         return summary
     finally:
         _finish_wandb(loggers, finished)
-
-
-def start_measurements(
-    config: Any, trainer: L.Trainer, datamodule: CPTDataModule, module: CPTModule
-) -> StartMeasurements | None:
-    """What decides the step-0 measurements besides the weights and the code (one process)."""
-    if trainer.world_size > 1:
-        log.info(
-            "share_start_measurements: %d processes measure step 0 themselves", trainer.world_size
-        )
-        return None
-    data = {
-        k: v for k, v in asdict(config.data).items() if k not in ("num_workers", "prepare_workers")
-    }
-    identity = {
-        "model": asdict(config.model),
-        "precision": str(trainer.precision),
-        "device": device_identity(trainer.strategy.root_device),
-        "data": data,
-        "prepared": {n: str(p.path.resolve()) for n, p in datamodule.prepared.items()},
-        "tokenizer": tokenizer_hash(datamodule.tokenizer),
-    }
-    return StartMeasurements.of_run(folder_of(config.data.dir), module.model, identity)
-
-
-def validate_at_start(trainer: L.Trainer, module: CPTModule, datamodule: CPTDataModule) -> None:
-    """The validation before training; read instead when an earlier run of the grid measured
-    the same starting weights the same way (`share_start_measurements`)."""
-    shared = module.start_measurements
-    detail = {"limit_val_batches": trainer.limit_val_batches}
-    module.given_val_sums = shared.get("validation", detail) if shared else None
-    try:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        if shared is not None and module.given_val_sums is None:
-            shared.put("validation", detail, module.val_sums)
-    finally:
-        module.given_val_sums = None
 
 
 def select_by_quality(config: Any, datamodule: CPTDataModule, model: Any) -> None:
@@ -246,9 +206,8 @@ def cli() -> None:
     os.environ["CPT_ONE_LINE_ERRORS"] = "1"  # ... as one line, also in DDP's child processes
     try:
         main()
-    except (HydraException, OmegaConfBaseException, *USER_ERRORS) as err:
-        print(f"error: {preflight.one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    except (HydraException, OmegaConfBaseException, UserError) as err:
+        exit_with(err)
 
 
 def _full_errors() -> bool:

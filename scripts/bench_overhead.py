@@ -3,7 +3,7 @@
 optimizer step, and outside its evaluation forward passes.
 
     python scripts/bench_overhead.py                 # 300 steps, as a twin runs
-    python scripts/bench_overhead.py --cases twin-unmeasured,twin-alone,twin
+    python scripts/bench_overhead.py --cases twin-unmeasured,twin
 
 Reference, in the same process: the bare step (forward, backward, fused AdamW on random ids of the
 same shape) timed over the same number of steps, to compare with the model's step inside the run.
@@ -12,10 +12,8 @@ on each time: `bare` (default callbacks, no
 validation), `+monitor` (the stability-gap monitor on its default schedule), `+validation` (every 50 steps),
 `+tasks` (the built-in next-line tasks in the loop, 9 times). `twin` is a twin as `make reproduce`
 runs it (`experiment=gupta2023_rewarm_cpu` at warm-up 1 %, max LR 2e-3, seed 1, with the measuring
-schedule of `conf/scale/cpu.yaml`) as a later run of its grid, which reads the step-0 measurements
-the grid's first run wrote (`share_start_measurements`; an untimed one-step run writes them first);
-`twin-alone` the same run measuring step 0 itself (a grid's first run); `twin-unmeasured` the same
-run with the measuring switched off. The twin cases continue the twins' upstream model when
+schedule of `conf/scale/cpu.yaml`); `twin-unmeasured` the same run with the measuring switched
+off. The twin cases continue the twins' upstream model when
 `outputs/twin-upstream` (or `$CPT_UPSTREAM`) holds it, else a random init of the same shape with a
 tokenizer trained here (the cost is the same). The last lines are machine readable: `case=twin overhead_share=0.02 eval_forward_share=0.20 step_ms=...
 model_step_ms=... bare_step_ms=...`, timed inside the run by hooks on the model and the optimizer
@@ -43,7 +41,6 @@ UNMEASURED = ["callbacks=default", "trainer.val_check_interval=100000", "eval_be
 TWIN = ["experiment=gupta2023_rewarm_cpu", "schedule.warmup=0.01", "seed=1"]
 CASES = {
     "twin-unmeasured": [*TWIN, *UNMEASURED],
-    "twin-alone": [*TWIN, "share_start_measurements=false"],
     "twin": TWIN,
     "bare": ["callbacks=default", "trainer.val_check_interval=100000", "eval_before_fit=false"],
     "+monitor": ["callbacks=gap", "trainer.val_check_interval=100000", "eval_before_fit=false"],
@@ -85,7 +82,7 @@ def bare_step_seconds(steps: int, batch: int, seq: int) -> float:
 
 def twin_init() -> list[str]:
     """The twins continue the upstream run; without it, a random init of the same shape."""
-    from cpt.analysis.reproduce import UPSTREAM_RUN as upstream  # $CPT_UPSTREAM or the default
+    from cpt.reproduce.twins import UPSTREAM_RUN as upstream  # $CPT_UPSTREAM or the default
 
     if (upstream / "checkpoints" / "last.ckpt").is_file():
         return [
@@ -150,9 +147,9 @@ class ModelClock:
             handle.remove()
 
 
-def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float, ModelClock, str]:
-    """The wall time of `cpt.train` for `steps` steps (the summary's `wall_time_s`), the seconds
-    of it in the model, and what the run did with the grid's step-0 measurements."""
+def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float, ModelClock]:
+    """The wall time of `cpt.train` for `steps` steps (the summary's `wall_time_s`) and the
+    seconds of it in the model."""
     if any(o.startswith("experiment=") for o in overrides):
         overrides = [*overrides, *twin_init()]
     else:
@@ -178,9 +175,7 @@ def run_seconds(overrides: list[str], steps: int, data_dir: str) -> tuple[float,
             ],
         )
         summary = run(cfg)
-    shared = summary.get("start_measurements")
-    start = "not shared" if shared is None else f"read {shared['read']}, wrote {shared['written']}"
-    return float(summary["wall_time_s"]), clock, start
+    return float(summary["wall_time_s"]), clock
 
 
 def main() -> None:
@@ -195,9 +190,7 @@ def main() -> None:
     bare = bare_step_seconds(args.steps, 16, 128)
     lines, walls = [], {}
     for case in args.cases.split(","):
-        if case == "twin":  # a later run of the grid: its first (here one untimed step) measured
-            run_seconds(CASES[case], 1, args.data_dir)  # step 0 and wrote it for the others
-        wall, clock, start = run_seconds(CASES[case], args.steps, args.data_dir)
+        wall, clock = run_seconds(CASES[case], args.steps, args.data_dir)
         walls[case] = wall
         step = clock.training / max(clock.steps, 1)
         outside = 1 - (clock.training + clock.evaluation) / wall
@@ -205,7 +198,7 @@ def main() -> None:
             f"{case:16s} {wall:6.1f} s for {args.steps} steps ({wall / args.steps * 1000:.1f} ms a "
             f"step; the model's step {step * 1000:.1f} ms in the run, {bare * 1000:.1f} bare): "
             f"training {clock.training / wall:.1%}, evaluation forward passes "
-            f"{clock.evaluation / wall:.1%}, outside the model {outside:.1%}; step 0: {start}",
+            f"{clock.evaluation / wall:.1%}, outside the model {outside:.1%}",
             flush=True,
         )
         lines.append(

@@ -24,7 +24,7 @@ use the same optimizer, so the comparison is of the model code (attention, loss 
   (`--peak-tflops`).
 - The allocator: `--allocator keep` (default) runs the speed and peak workers, and the `rss`
   memory figure, with glibc keeping freed memory as `cpt.train` does on a CPU
-  (`cpt/allocator.py`), both sides alike; `system` leaves glibc as it comes.
+  (`cpt/scale/allocator.py`), both sides alike; `system` leaves glibc as it comes.
   `gemm_fraction` is the same ratio for the step's own matmuls timed alone at their shapes (every
   linear layer's three, the loss head's per chunk, attention's as batched matmuls): the ceiling
   of `peak_fraction` if nothing but the matmuls took time.
@@ -128,7 +128,7 @@ class Side:
 def set_allocator(args: argparse.Namespace) -> None:
     """The process's malloc as `--allocator` says (`keep`: as `cpt.train` runs on a CPU)."""
     if args.allocator == "keep" and args.device == "cpu":
-        from cpt.allocator import keep_freed_memory
+        from cpt.scale.allocator import keep_freed_memory
 
         keep_freed_memory()
 

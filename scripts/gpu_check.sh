@@ -46,7 +46,7 @@ else
 fi
 
 step "1. backend parity" timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
-    tests/test_performance.py
+    tests/models/
 
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)
 [ "${NGPU:-0}" -ge 1 ] || NGPU=1

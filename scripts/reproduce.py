@@ -1,6 +1,6 @@
-"""`python scripts/reproduce.py PAPER`: a paper's small-scale twin; see cpt/analysis/reproduce.py."""
+"""`python scripts/reproduce.py PAPER`: a paper's small-scale twin; see cpt/reproduce/twins.py."""
 
-from cpt.analysis.reproduce import main
+from cpt.reproduce.twins import main
 
 if __name__ == "__main__":
     main()

@@ -1,17 +1,21 @@
-"""Test-only callbacks, named by `_target_` in a test's overrides (also in child processes), and
-the command line of a small CPU run."""
+"""What several test files share: test-only callbacks (named by `_target_` in a test's overrides,
+also in child processes), the command line of a small CPU run, readers of a run's files, and small
+corpora, models and tables to test with."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 
+from cpt.checkpoints.files import read_lightning_checkpoint
 from tests.conftest import SMALL_DATA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,3 +78,82 @@ class NaNOnRank(L.Callback):
         if self._hook is not None and trainer.global_step > self.step:
             self._hook.remove()
             self._hook = None
+
+
+# ---- reading and writing the files of small runs and corpora ----
+def metric(out: str, key: str) -> list[tuple[int, float]]:
+    with (Path(out) / "metrics.csv").open() as handle:
+        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(handle) if r.get(key)]
+
+
+def adam(checkpoint: Path) -> dict:
+    return read_lightning_checkpoint(checkpoint)["optimizer_states"][0]["state"]
+
+
+def write_jsonl(path, texts, field="text"):
+    path.write_text("".join(json.dumps({field: t}) + "\n" for t in texts))
+    return path
+
+
+def jsonl_lines(texts, field="text"):
+    return "".join(json.dumps({field: t, "id": i}) + "\n" for i, t in enumerate(texts))
+
+
+SAMPLE_TEXTS = [f"document {i}: " + "the quick brown fox " * (i % 5 + 1) for i in range(30)]
+
+
+# ---- test data for the models and the analysis ----
+def random_llama(
+    kind: str = "llama", tied: bool = False, scaling: dict | None = None, seed: int = 0
+):
+    import transformers
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=97,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        max_position_embeddings=128,
+        tie_word_embeddings=tied,
+    )
+    if kind == "qwen2":
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common))
+    else:
+        extra = (
+            {"rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0, **scaling}}
+            if scaling
+            else {}
+        )
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, **extra))
+    with torch.no_grad():  # make norms and biases matter too
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def seed_runs(values: dict[float, list[float]], failed: int = 1) -> Any:
+    """A runs table of replay fractions x seeds (and `failed` failed runs), as collect writes it."""
+    import pandas as pd
+
+    rows = []
+    for fraction, losses in values.items():
+        for seed, loss in enumerate(losses):
+            rows.append(
+                {
+                    "run": f"{len(rows)}_fraction={fraction},seed={seed}",
+                    "status": "finished",
+                    "callbacks.replay.fraction": fraction,
+                    "seed": seed,
+                    "final/val/upstream/loss": loss,
+                    "final/val/downstream/loss": 5 - loss,
+                    "steps": 10,
+                }
+            )
+    rows += [
+        {"run": f"x{i}", "status": "failed", "callbacks.replay.fraction": 0.5, "seed": 9}
+        for i in range(failed)
+    ]
+    return pd.DataFrame(rows)

@@ -1,4 +1,5 @@
-"""The package's shape: dependencies point one way, no cycles, no schema declared twice.
+"""The package's shape: commands at the top, packages with one job, dependencies one way, no
+cycles, each mechanism once, no schema declared twice.
 
 Read from the source with `ast`, so these rules hold for every module, including ones added later.
 """
@@ -150,5 +151,88 @@ def test_scripts_are_thin_wrappers():
     for path in scripts.glob("*.py"):
         text = path.read_text()
         assert "sys.path.insert" not in text, path
-        if not path.name.startswith("bench_"):
+        if not path.name.startswith(("bench_", "local_slurm_")):  # a stand-in for `sacct`
             assert len(text.splitlines()) <= 20, path
+
+
+COMMANDS = {"train", "plan", "evaluate", "export", "demo"}  # python -m cpt.<name>
+CORE = {"config", "module", "schedules", "errors", "files"}  # read top-down after the commands
+
+
+def test_the_top_level_holds_commands_and_the_core_only():
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == COMMANDS | CORE and len(top) <= 10
+    for name in COMMANDS:
+        assert 'if __name__ == "__main__":' in (PACKAGE / f"{name}.py").read_text(), name
+
+
+def test_every_package_says_its_one_job():
+    for init in PACKAGE.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc) > 40, f"{init.parent.name}/__init__.py has no docstring of its job"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.count(".") >= 1))
+def test_no_library_module_imports_a_command(module):
+    """Commands are entry points; what two commands share lives in a package."""
+    commands = {f"cpt.{c}" for c in COMMANDS}
+    assert sorted(GRAPH[module] & commands) == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("cpt.analysis")))
+def test_analysis_reads_runs_and_never_launches_them(module):
+    forbidden = ("cpt.reproduce", "cpt.run", "cpt.module", "cpt.callbacks", "cpt.data.prepare")
+    assert sorted(m for m in _reach(module) | {module} if m.startswith(forbidden)) == []
+
+
+def _calls(path: Path) -> list[str]:
+    return [
+        ast.unparse(n) for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
+    ]
+
+
+def test_every_command_reports_bad_input_through_one_path():
+    """`error: ...` and exit status 2 are written once (cpt/errors.py); commands call it."""
+    for module, path in MODULES.items():
+        if module == "cpt.errors":
+            continue
+        calls = _calls(path)
+        assert not [
+            c
+            for c in calls
+            if c.startswith("sys.exit(2")
+            or "'error: " in c
+            or '"error: ' in c
+            or "f'error:" in c
+            or 'f"error:' in c
+        ], module
+
+
+def test_files_are_renamed_into_place_in_one_place():
+    """Temporary-then-rename writes go through `cpt.files.written_atomically`; only sharded
+    folders and prepared datasets swap whole folders."""
+    folders = {"cpt.files", "cpt.checkpoints.sharded", "cpt.data.prepare"}
+    for module, path in MODULES.items():
+        renames = [
+            c
+            for c in _calls(path)
+            if c.startswith("os.replace(")
+            or (".rename(" in c and "tmp" in c.split(".rename(")[0])
+            or (".replace(" in c and "tmp" in c.split(".replace(")[0])
+        ]
+        assert module in folders or not renames, (module, renames)
+
+
+def test_callbacks_share_one_protocol():
+    import inspect
+
+    import cpt.callbacks as callbacks
+    from cpt.callbacks.base import CPTCallback, RunPart
+    from cpt.scale.fsdp import FSDP2
+
+    classes = [getattr(callbacks, name) for name in callbacks.__all__]
+    assert classes and all(issubclass(c, CPTCallback) for c in classes)
+    assert issubclass(FSDP2, RunPart)  # the strategy takes part as the callbacks do
+    for module, path in MODULES.items():  # the entry point asks no callback what it can do
+        assert not [c for c in _calls(path) if c.startswith("hasattr(callback")], module
+    assert "hasattr" not in inspect.getsource(callbacks.StabilityGap)

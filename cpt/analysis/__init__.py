@@ -1,1 +1,2 @@
-"""Reading run folders back: metrics curves, summaries and the plots drawn from them."""
+"""Reading runs back: collect a sweep (folders or wandb) into tables, aggregate seeds, draw the
+figures, build wandb dashboards, sync offline runs, execute the notebooks."""

@@ -1,7 +1,7 @@
 """`python -m cpt.analysis.collect <multirun folder>`: a sweep as two tidy tables.
 
 - `runs.csv`: one row per job: `run` (its folder), `status` (finished, failed, unfinished), the
-  Hydra overrides as columns, then the summary (`cpt/columns.py`): final and initial validation
+  Hydra overrides as columns, then the summary (`cpt/results/columns.py`): final and initial validation
   loss and forgetting per domain, stability-gap metrics per domain, task scores, tokens (total and
   per source), steps, wall time, and for a failed job its error.
 - `sweep.json`: the keys the sweep varies (from its `multirun.yaml`), which label the figures;
@@ -12,7 +12,7 @@
   then the task, `metric` is `task_<metric>`, e.g. `task_acc_norm`).
 Failed and unfinished jobs are listed, never dropped. `--wandb entity/project/group` builds the same
 two tables from the wandb API instead, for runs that happened elsewhere (needs network and a key);
-the column names are `cpt/columns.py`'s, which the wandb run summary uses too.
+the column names are `cpt/results/columns.py`'s, which the wandb run summary uses too.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ from typing import Any
 import yaml
 
 from cpt.analysis.seeds import SEED, by_seed
-from cpt.columns import overrides_as_columns, summary_columns
-from cpt.naming import swept_keys
+from cpt.errors import UserError, exit_with
+from cpt.results.columns import overrides_as_columns, summary_columns
+from cpt.results.naming import swept_keys
 
 CURVE_PREFIXES = ("val/", "stability_gap/", "train/", "task/")
 
@@ -161,7 +161,7 @@ def collect(
 STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
 
 
-class WandbInputError(ValueError):
+class WandbInputError(UserError, ValueError):
     """A wandb group that cannot be read: one line, exit status 2."""
 
 
@@ -170,7 +170,7 @@ def collect_wandb(
 ) -> tuple[Path, Path, list[dict[str, Any]]]:
     """`entity/project/group` -> the same `runs.csv` and `curves.csv` as a sweep folder gives:
     the overrides from each run's `overrides` config key, the summary columns from its
-    `cpt_summary`, the curves from its history (`cpt.loggers` records all three)."""
+    `cpt_summary`, the curves from its history (`cpt.results.loggers` records all three)."""
     parts = path.split("/")
     if len(parts) != 3 or not all(parts):
         raise WandbInputError(f"--wandb: expected entity/project/group, got {path!r}")
@@ -212,7 +212,7 @@ def group_runs(
 
 
 def _api() -> Any:
-    from cpt.loggers import wandb_api_key_configured
+    from cpt.results.loggers import wandb_api_key_configured
 
     if not wandb_api_key_configured():
         raise WandbInputError(
@@ -245,9 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             runs_csv, curves_csv, runs = collect_wandb(args.wandb, args.out or ".")
         else:
             runs_csv, curves_csv, runs = collect(args.folder, args.out)
-    except (WandbInputError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except (UserError, FileNotFoundError) as err:
+        exit_with(err)
     by_status: dict[str, int] = {}
     for row in runs:
         by_status[row["status"]] = by_status.get(row["status"], 0) + 1

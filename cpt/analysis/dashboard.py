@@ -17,15 +17,15 @@ nothing (no network). Bad input is one line, exit status 2.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cpt.columns import overrides_as_columns
-from cpt.naming import swept_keys
+from cpt.errors import UserError, exit_with
+from cpt.results.columns import overrides_as_columns
+from cpt.results.naming import swept_keys
 
 VIEWS = ("loss", "frontier", "gap", "tasks", "table")
 
@@ -42,7 +42,7 @@ class DashboardConfig:
             raise ValueError(f"views: unknown view {unknown[0]!r}; expected some of {list(VIEWS)}")
 
 
-class DashboardError(ValueError):
+class DashboardError(UserError, ValueError):
     """Bad input to the dashboard: one line, exit status 2."""
 
 
@@ -242,8 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             sweep.views = args.views.split(",")
         workspace = build(entity, project, sweep)
     except DashboardError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(err)
     for section in workspace.sections:
         print(f"{section.name}: {len(section.panels)} panels")
     if args.dry_run:

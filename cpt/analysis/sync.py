@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 from cpt.analysis.wandb_files import offline_runs, read_run
+from cpt.errors import UserError, reported
 
 
-class SyncError(ValueError):
+class SyncError(UserError, ValueError):
     """Nothing can be synced: one line, exit status 2."""
 
 
@@ -41,7 +42,7 @@ def plan(folder: str | Path) -> list[tuple[Path, str, bool]]:
 
 def sync(folder: str | Path, dry_run: bool = False) -> list[tuple[str, str]]:
     """(run name, outcome) per offline run; uploads the ones not yet synced."""
-    from cpt.loggers import wandb_api_key_configured
+    from cpt.results.loggers import wandb_api_key_configured
 
     runs = plan(folder)
     if not dry_run and not wandb_api_key_configured():
@@ -69,11 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", help="a multirun folder (or one job's folder)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs, upload nothing")
     args = parser.parse_args(argv)
-    try:
+    with reported():
         outcomes = sync(args.folder, args.dry_run)
-    except SyncError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     for name, outcome in outcomes:
         print(f"{name}: {outcome}")
     failed = sum(o.startswith("failed") for _, o in outcomes)

@@ -1,9 +1,7 @@
 """The CPT techniques as Lightning callbacks, each switched on from `conf/callbacks/`.
 
-The entry point talks to callbacks through one small protocol, both parts optional:
-- `check(geometry)`: raise `ValueError("key: message")` when the run as configured cannot work
-  (called once before any data is prepared or any file is written);
-- `summary()`: a dict merged into `summary.json` (and the wandb summary) at the end of the run.
+Each is a `CPTCallback` (`base.py`: `check(geometry)` before anything is written, `summary()` into
+`summary.json`); the stability-gap and task monitors share `monitor.py`'s curve machinery.
 """
 
 from cpt.callbacks.partial_freeze import PartialFreeze

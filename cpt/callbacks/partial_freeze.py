@@ -15,10 +15,12 @@ from typing import Any
 
 import lightning as L
 
+from cpt.callbacks.base import CPTCallback
+
 log = logging.getLogger(__name__)
 
 
-class PartialFreeze(L.Callback):
+class PartialFreeze(CPTCallback):
     def __init__(
         self, trainable: list[str] | None = None, half: bool = False, seed: int = 0
     ) -> None:

@@ -14,8 +14,10 @@ import math
 import lightning as L
 import numpy as np
 
+from cpt.callbacks.base import CPTCallback
 
-class Replay(L.Callback):
+
+class Replay(CPTCallback):
     def __init__(
         self,
         source: str = "upstream",

@@ -19,7 +19,8 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from cpt import schedules
-from cpt.geometry import BatchGeometry
+from cpt.callbacks.base import CPTCallback
+from cpt.run.geometry import BatchGeometry
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATES = ("fresh", "load", "warm")
@@ -29,7 +30,7 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-class Rewarm(L.Callback):
+class Rewarm(CPTCallback):
     def __init__(
         self,
         schedule: dict[str, Any],
@@ -109,8 +110,8 @@ class Rewarm(L.Callback):
                 self.init,
             )
             return
-        from cpt.checkpoints import read_lightning_checkpoint
-        from cpt.sharded import TENSORS, load_optimizer_state
+        from cpt.checkpoints.files import read_lightning_checkpoint
+        from cpt.checkpoints.sharded import TENSORS, load_optimizer_state
 
         path = self.init.removeprefix("ckpt:")  # a file or a sharded folder, read whole
         states = read_lightning_checkpoint(path, TENSORS).get("optimizer_states") or []

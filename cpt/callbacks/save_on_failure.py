@@ -18,12 +18,13 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cpt.callbacks.base import CPTCallback
 from cpt.module import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 
-class SaveOnFailure(L.Callback):
+class SaveOnFailure(CPTCallback):
     def __init__(self, dirpath: str | None = None) -> None:
         self.dirpath = dirpath
         self.saved: Path | None = None

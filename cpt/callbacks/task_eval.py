@@ -8,8 +8,6 @@ the trainer's precision, split across ranks). Each metric is logged to every log
 stability-gap measure as the loss (`gap_metrics`; for a metric where higher is better the gap is a
 drop below the start), into `summary.json` as `task_gap`, with the first and last values as
 `initial_tasks` / `final_tasks`. The curves are saved in checkpoints, so a resumed run goes on.
-The scores at step 0 are read instead when an earlier run of the grid measured the same starting
-weights on the same tasks (`share_start_measurements`, `cpt/start_measurements.py`).
 """
 
 from __future__ import annotations
@@ -17,22 +15,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from cpt.callbacks.stability_gap import eval_steps, gap_metrics
-from cpt.geometry import BatchGeometry
-from cpt.start_measurements import files_digest, measured_once
+from cpt.callbacks.monitor import CurveMonitor
+from cpt.run.geometry import BatchGeometry
 
 log = logging.getLogger(__name__)
 
 
-class TaskEval(L.Callback):
+class TaskEval(CurveMonitor):
+    prefix, gap_prefix = "task", "task_gap"
+
     def __init__(
         self,
         tasks: list[str],
@@ -45,21 +42,17 @@ class TaskEval(L.Callback):
         batch_size: int = 32,
         domains: list[str] | None = None,
     ) -> None:
+        super().__init__(dense, every)
         self.tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         self.include_path, self.limit, self.num_fewshot = include_path, limit, num_fewshot
-        self.dense = [list(p) for p in (dense if dense is not None else [[20, 1], [200, 5]])]
-        self.every, self.at_validation, self.batch_size = every, at_validation, batch_size
+        self.at_validation, self.batch_size = at_validation, batch_size
         self.domains = list(domains or [])  # the run's data domains: next_line_<domain> exists
-        self.curves: dict[str, list[tuple[int, float, float]]] = {}
-        self.higher: dict[str, bool] = {}
-        self.metrics: dict[str, dict[str, Any]] = {}
-        self._steps: set[int] = set()
         self.seconds, self.evaluations = 0.0, 0  # what the evaluations cost this process
         self._tasks: Any = None  # lm-eval's task objects, built once
 
     def check(self, geometry: BatchGeometry) -> None:
         """Before anything is written: every task exists, `limit` is a count or a fraction."""
-        from cpt.evaluate import EvalInputError, check_limit, check_tasks, task_manager
+        from cpt.tasks.index import EvalInputError, check_limit, check_tasks, task_manager
 
         if not self.tasks:
             raise ValueError("callbacks.task_eval.tasks: expected at least one lm-eval task")
@@ -72,7 +65,7 @@ class TaskEval(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from lm_eval.tasks import get_task_dict
 
-        from cpt.evaluate import EvalInputError, builtin_requested, check_decodes, task_manager
+        from cpt.tasks.index import EvalInputError, builtin_requested, check_decodes, task_manager
         from cpt.tasks.next_line import write_tasks
 
         manager = task_manager(self.include_path, tasks=self.tasks)
@@ -91,53 +84,14 @@ class TaskEval(L.Callback):
             for task in _leaves(self._tasks):
                 task.set_config(key="num_fewshot", value=self.num_fewshot)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._steps = eval_steps(self.dense, self.every, trainer.max_steps)
-        if trainer.global_step == 0 and not self.curves:
-            self._evaluate_start(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step in self._steps:
-            self._evaluate(trainer, pl_module, trainer.global_step)
-
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_validation and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._evaluate(trainer, pl_module, trainer.global_step)
 
-    def _evaluate_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Step 0: read when an earlier run measured the same weights (`cpt.start_measurements`)."""
-        if self._tasks is None:
-            return
-        measure = functools.partial(self._measure, trainer, pl_module)
-        points = measured_once(pl_module, "task_eval", self._start_detail, measure)
-        self._record(trainer, 0, points)
+    def ready(self) -> bool:
+        return self._tasks is not None
 
-    def _start_detail(self) -> dict[str, Any]:
-        """What decides the tasks' scores besides the weights (the task files' bytes included)."""
-        return {
-            "tasks": self.tasks,
-            "include_path": self.include_path,
-            "include_files": files_digest(Path(self.include_path)) if self.include_path else None,
-            "limit": self.limit,
-            "num_fewshot": self.num_fewshot,
-            "batch_size": self.batch_size,
-        }
-
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        if self._tasks is None or self._last_step() == step:
-            return
-        self._record(trainer, step, self._measure(trainer, pl_module))
-
-    def _record(self, trainer: L.Trainer, step: int, points: dict[str, list[Any]]) -> None:
-        """Each metric's (value, standard error, higher is better) at `step`: curves, loggers."""
-        for name, (value, stderr, higher) in points.items():
-            self.curves.setdefault(name, []).append((step, value, stderr))
-            self.higher[name] = higher
-        measured = {f"task/{name}": value for name, (value, _, _) in points.items()}
-        for logger in trainer.loggers:
-            logger.log_metrics(measured, step=step)
-
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, list[Any]]:
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, list[Any]]:
         """Every rank evaluates (FSDP's forward passes are collective); loggers are rank 0's."""
         from lm_eval.evaluator import evaluate
 
@@ -185,24 +139,6 @@ class TaskEval(L.Callback):
                 points[name] = [float(value), stderr, bool(higher.get(metric, True))]
         return points
 
-    def _last_step(self) -> int | None:
-        return next(iter(self.curves.values()))[-1][0] if self.curves else None
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for name, curve in self.curves.items():
-            steps, values, stderrs = zip(*curve)
-            self.metrics[name] = gap_metrics(
-                list(steps), list(values), self.higher.get(name, True), list(stderrs)
-            )
-        for logger in trainer.loggers:
-            flat = {
-                f"task_gap/{name}/{key}": (math.nan if value is None else float(value))
-                for name, m in self.metrics.items()
-                for key, value in m.items()
-                if isinstance(value, (int, float)) or value is None
-            }
-            logger.log_metrics(flat, step=trainer.global_step)
-
     def gap_curves(self) -> dict[str, tuple[list[tuple[int, float, float]], dict[str, Any]]]:
         """The curves the stability-gap figure draws: each task's first metric (acc_norm where
         lm-eval reports it: the choices of a multiple-choice task differ in length)."""
@@ -214,26 +150,12 @@ class TaskEval(L.Callback):
         return {n: (self.curves[n], self.metrics[n]) for n in chosen.values() if n in self.metrics}
 
     def summary(self) -> dict[str, Any]:
-        """The callback protocol: what this callback adds to `summary.json`."""
         return {
             "task_gap": self.metrics,
             "initial_tasks": {name: curve[0][1] for name, curve in self.curves.items()},
             "final_tasks": {name: curve[-1][1] for name, curve in self.curves.items()},
             "task_eval": {"evaluations": self.evaluations, "seconds": round(self.seconds, 2)},
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "curves": {k: [list(p) for p in v] for k, v in self.curves.items()},
-            "higher": dict(self.higher),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.curves = {
-            k: [(int(p[0]), float(p[1]), float(p[2])) for p in v]
-            for k, v in state.get("curves", {}).items()
-        }
-        self.higher = {k: bool(v) for k, v in state.get("higher", {}).items()}
 
 
 @contextlib.contextmanager

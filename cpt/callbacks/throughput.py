@@ -4,8 +4,9 @@ FLOPs per token = 6 N + 12 L d T (N the weights that take part in matmuls: every
 the output head included, no biases, norm gains or input embedding, whose lookup costs nothing; L
 layers, d width, T sequence length): the dense matmuls
 forward and backward plus the attention scores (PaLM's MFU, Chowdhery et al. 2022, appendix B).
-MFU is measured against `peak_tflops` (989 for an H100/H200 in dense bf16); on a CUDA device
-whose name says H100 or H200 that is the default, elsewhere MFU is not logged unless it is given.
+MFU is measured against `peak_tflops`; on a CUDA device whose name says one of the accelerators of
+`cpt.scale.hardware.ACCELERATORS` that is its dense bf16 peak, elsewhere MFU is not logged unless
+`peak_tflops` is given.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 import lightning as L
 import torch
 
+from cpt.callbacks.base import CPTCallback
 from cpt.models.registry import matmul_parameters
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+from cpt.scale.hardware import accelerator_named
 
 
 def flops_per_token(num_parameters: int, layers: int, width: int, seq_len: int) -> float:
@@ -38,11 +39,11 @@ def default_peak_tflops(device: torch.device) -> float | None:
     """The dense bf16 peak of a known CUDA GPU (by name), else None."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((tflops for key, tflops in PEAK_BF16_TFLOPS.items() if key in name), None)
+    known = accelerator_named(torch.cuda.get_device_name(device))
+    return known.peak_bf16_tflops if known else None
 
 
-class Throughput(L.Callback):
+class Throughput(CPTCallback):
     def __init__(self, window: int = 20, peak_tflops: float | None = None) -> None:
         self.window, self.peak_tflops = window, peak_tflops
         self._times: list[tuple[float, int]] = []

@@ -16,10 +16,11 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
+from cpt.callbacks.base import CPTCallback
 from cpt.module import local
 
 
-class WeightDrift(L.Callback):
+class WeightDrift(CPTCallback):
     def __init__(self, every: int = 50, depth: int = 3) -> None:
         self.every, self.depth = every, depth
         self._start: dict[str, torch.Tensor] = {}

@@ -26,7 +26,7 @@ from cpt.data.shards import PreparedDomain, is_prepared, load_prepared
 from cpt.data.sources import SourceError
 from cpt.data.tokenizer import resolve_tokenizer
 from cpt.data.windows import TokenWindows
-from cpt.geometry import BatchGeometry
+from cpt.run.geometry import BatchGeometry
 
 
 class MixtureDataset(Dataset):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from cpt.data.mixture import cap_windows
 from cpt.data.windows import TokenWindows
+from cpt.files import written_atomically
 
 # a collated batch of windows (input_ids, and position_ids/segment_ids when document-aware) ->
 # the mean next-token loss of every window, shape [batch]
@@ -114,10 +114,9 @@ def select_windows(
         losses = np.load(cache)
     else:
         losses = window_scores(score, windows, pool)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, losses)
-        tmp.replace(cache)  # atomic: another rank or job never reads half a file
+        # atomic: another rank or job never reads half a file
+        with written_atomically(cache) as tmp, tmp.open("wb") as handle:
+            np.save(handle, losses)
     order = np.argsort(losses if rule.prefer == "low" else -losses, kind="stable")
     kept = max(1, round((rule.keep or 1.0) * len(pool)))
     return np.sort(pool[order[:kept]])

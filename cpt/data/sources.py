@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cpt.data.corpora import package_docs, package_files, python_code, python_docs, stdlib_files
+from cpt.errors import UserError
 
 BUILTIN = {"python-docs": python_docs, "python-code": python_code, "package-docs": package_docs}
 BUILTIN_FILES = {
@@ -35,7 +36,7 @@ TEXT_SUFFIXES = (".txt", ".md")
 FILE_SUFFIXES = (*JSON_SUFFIXES, ".parquet", *TEXT_SUFFIXES)
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A data source that cannot be read: unknown name, missing file, corrupt line, no text."""
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,12 +16,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from cpt.data.shards import is_prepared
 from cpt.data.sources import SourceSpec, documents
 from cpt.data.sources import fingerprint as source_fingerprint
+from cpt.errors import UserError
+from cpt.files import written_atomically
 
 EOD_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|padding|>"]
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """A tokenizer that cannot be loaded or lacks an end-of-document token."""
 
 
@@ -56,10 +57,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, path: Path) -> Tokenizer:
         show_progress=True,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tokenizer.save(str(tmp))
-    tmp.replace(path)
+    with written_atomically(path) as tmp:
+        tokenizer.save(str(tmp))
     return tokenizer
 
 

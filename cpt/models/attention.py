@@ -2,9 +2,8 @@
 
 - `sdpa` (default): PyTorch's fused kernels. With document-aware packing it takes, in order of
   preference, PyTorch's varlen flash kernel (CUDA, bf16/fp16), FlexAttention with a block mask
-  (CUDA), or a block-diagonal boolean mask (everywhere; what runs on a CPU). On a CPU in bf16
-  without documents, sequences longer than one block of queries go by blocks of matmuls instead
-  (`cpt/models/blocked_attention.py`: faster than PyTorch's CPU flash kernel there).
+  (CUDA), or a block-diagonal boolean mask (everywhere; what runs on a CPU). Without documents a
+  fast path may take over where it is faster (`cpt/models/fast/`: on a CPU in bf16).
 - `flash`: the flash-attn package (2 or 3), `flash_attn_varlen_func` with `cu_seqlens` for packed
   documents; CUDA and bf16/fp16 only, imported on first use.
 - `eager`: the readable reference every other backend is tested against.
@@ -22,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import cpt.models.fast as fast
 from cpt.models.autocast import compute_dtype
-from cpt.models.blocked_attention import BLOCK, blocked_causal_attention
 
 BACKENDS = ("sdpa", "eager", "flash")
 
@@ -94,9 +93,10 @@ def attend(
 ) -> torch.Tensor:
     """Causal attention over `[batch, heads, seq, head_size]`; per document when `documents`."""
     if backend == "sdpa":
-        if documents is None and _blocked_is_faster(q, v):
-            return blocked_causal_attention(*_one_dtype(q, k, v))
         if documents is None:
+            faster = fast.causal_attention(q, k, v)
+            if faster is not None:
+                return faster
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return _packed_sdpa(q, k, v, documents, packed_method(q))
     if backend == "eager":
@@ -104,12 +104,6 @@ def attend(
     if backend == "flash":
         return _flash(q, k, v, documents)
     raise ValueError(f"attention backend {backend!r} unknown; expected one of {BACKENDS}")
-
-
-def _blocked_is_faster(q: torch.Tensor, v: torch.Tensor) -> bool:
-    """On a CPU in bf16, from two blocks of queries on (measured 20 to 46 % faster than PyTorch's
-    flash kernel over head sizes 32 to 128; in fp32 that kernel is as fast or faster)."""
-    return q.device.type == "cpu" and compute_dtype(v) == torch.bfloat16 and q.shape[-2] > BLOCK
 
 
 def _one_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -7,16 +7,14 @@ checkpoints, so import and export are a renaming of the top-level prefix and not
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+import cpt.models.fast as fast
 from cpt.models.attention import Documents, attend
 from cpt.models.base import ArchConfig, CausalLM
-from cpt.models.recompute import activation_linear, layer_norm_linear
 from cpt.models.rotary import RotaryEmbedding, apply_rotary, rotary_frequencies
 
 
@@ -50,10 +48,10 @@ class GPTNeoXConfig(ArchConfig):
             )
         if not 0.0 < self.rotary_pct <= 1.0:
             raise ValueError(f"rotary_pct must be in (0, 1], got {self.rotary_pct}")
-        if self.hidden_act not in _ACTIVATIONS:
+        if self.hidden_act not in fast.ACTIVATIONS:
             raise ValueError(
                 f"hidden_act {self.hidden_act!r} is not supported; expected one of "
-                f"{sorted(_ACTIVATIONS)}"
+                f"{sorted(fast.ACTIVATIONS)}"
             )
 
     @property
@@ -77,27 +75,6 @@ class GPTNeoXConfig(ArchConfig):
         return body + v * d * (1 if self.tie_word_embeddings else 2)
 
 
-def _gelu_grad(approximate: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """GELU's derivative at `h` applied to `grad`, written over `grad`."""
-
-    def apply(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return torch.ops.aten.gelu_backward.grad_input(
-            grad, h, approximate=approximate, grad_input=grad
-        )
-
-    return apply
-
-
-# each activation and its derivative applied in place (for the MLP's recomputing backward)
-_ACTIVATIONS = {
-    "gelu": (lambda x: F.gelu(x), _gelu_grad("none")),
-    "gelu_new": (lambda x: F.gelu(x, approximate="tanh"), _gelu_grad("tanh")),
-    "gelu_fast": (lambda x: F.gelu(x, approximate="tanh"), _gelu_grad("tanh")),
-    "gelu_pytorch_tanh": (lambda x: F.gelu(x, approximate="tanh"), _gelu_grad("tanh")),
-    "relu": (F.relu, lambda grad, h: grad.mul_(h > 0)),
-}
-
-
 class Attention(nn.Module):
     def __init__(self, config: GPTNeoXConfig, backend: str) -> None:
         super().__init__()
@@ -116,10 +93,10 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         documents: Documents | None,
     ) -> torch.Tensor:
-        """Attention of `norm(x)`; `x` is kept for backward, the norm recomputed."""
+        """Attention of `norm(x)`."""
         b, t, _ = x.shape
         # Hugging Face layout: per head, [query | key | value] of head_size each
-        qkv = layer_norm_linear(x, norm, self.query_key_value)
+        qkv = fast.norm_linear(x, norm, self.query_key_value)  # query_key_value(norm(x))
         qkv = qkv.view(b, t, self.num_heads, 3 * self.head_size)
         q, k, v = qkv.chunk(3, dim=-1)  # [b, t, heads, head_size]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -133,13 +110,12 @@ class MLP(nn.Module):
         super().__init__()
         self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
         self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.act, self.act_grad = _ACTIVATIONS[config.hidden_act]
+        self.activation = config.hidden_act
 
     def forward(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-        """The MLP of `norm(x)`; `x` is kept for backward, the norm recomputed."""
-        out = self.dense_4h_to_h
-        h = layer_norm_linear(x, norm, self.dense_h_to_4h)
-        return activation_linear(h, self.act, out.weight, out.bias, self.act_grad)
+        """The MLP of `norm(x)`: dense_4h_to_h(act(dense_h_to_4h(norm(x))))."""
+        h = fast.norm_linear(x, norm, self.dense_h_to_4h)
+        return fast.act_linear(h, self.activation, self.dense_4h_to_h)
 
 
 class Block(nn.Module):

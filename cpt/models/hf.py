@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cpt.errors import UserError
 from cpt.models.gpt_neox import GPTNeoXConfig
 from cpt.models.hf_llama import MODEL_TYPES as LLAMA_TYPES
 from cpt.models.hf_llama import llama_config_from_hf, llama_config_to_hf
@@ -36,7 +37,7 @@ _NAMES = {
 MAX_SHARD_BYTES = 5 * 1024**3
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read as asked: missing files, another architecture, bad keys."""
 
 

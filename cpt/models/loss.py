@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from cpt.models.autocast import compute_dtype
+from cpt.models.fast.loss_head import low_half, softmax_chunk, widen_in_place
 
-# elements of one chunk's logits; 10 Mi fp32 = 40 MiB (208 tokens of a 50k vocabulary: the fp32
-# logits matmul runs 4 % faster than at 166 tokens, and the peak stays under half of transformers')
+# elements of one chunk's logits: 10 Mi, 40 MiB in fp32 (the size chosen: docs/performance.md)
 CHUNK_ELEMENTS = 10 * 2**20
 
 
@@ -62,7 +62,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         # the output weight's gradient, fp32. Its chunks' products are summed in place into it,
         # except for bf16 on a CPU, where they are summed in place in a bf16 buffer (oneDNN adds
         # each product in fp32 and rounds the sum once per chunk) that is the first half of the
-        # fp32 gradient's own storage, widened in place at the end (`_widen_in_place`): an fp32
+        # fp32 gradient's own storage, widened in place at the end (`widen_in_place`): an fp32
         # matmul or an fp32 add of every [vocab, d] product would cost twice the bf16 matmul
         # itself, and the two buffers never take memory side by side; the rounding is of bf16,
         # as autocast's own weight gradient (one bf16 matmul) has. Other low precision (CUDA):
@@ -74,7 +74,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             # zeroed, and the buffer's pages alone are touched until the widening (its other half
             # takes no memory before then)
             grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
-            accumulator = _low_half(grad_weight, compute) if in_buffer else grad_weight
+            accumulator = low_half(grad_weight, compute) if in_buffer else grad_weight
             if accumulator.dtype != compute:  # low precision off the CPU: products are added
                 accumulator.zero_()
         with torch.autocast(hidden.device.type, enabled=False):
@@ -85,7 +85,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     # d(sum of losses)/d(logits) = softmax - one_hot, in place over the chunk's
                     # logits (one pass); the losses from it. The 1/n of the mean is applied in
                     # backward, to the small gradients, not to this chunk
-                    grad = _softmax_chunk(h, w, t, rows, losses[start : start + chunk])
+                    grad = softmax_chunk(h, w, t, rows, losses[start : start + chunk])
                 else:
                     log_probs = torch.log_softmax(F.linear(h, w).float(), dim=-1)
                     losses[start : start + chunk] = -log_probs.gather(1, t[:, None]).squeeze(1)
@@ -108,7 +108,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 # freed before the next chunk's logits are allocated, not after
                 del grad
         if want_weight and in_buffer:
-            _widen_in_place(grad_weight, compute)
+            widen_in_place(grad_weight, compute)
         # kept as attributes, not saved tensors, so that backward holds the only reference and
         # autograd can adopt the weight gradient as `.grad` instead of copying it
         ctx.grads = (grad_hidden, grad_weight)
@@ -126,59 +126,3 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         if grad_weight is not None:
             grad_weight = grad_weight.mul_(scale).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, None, None, None, None
-
-
-# a per-token probability below this (a loss above ~69 nats) is recomputed in fp32: bf16 keeps
-# fp32's exponent range, but its subnormals carry too few bits for a logarithm
-_SMALLEST_PROBABILITY = 1e-30
-
-
-def _softmax_chunk(
-    h: torch.Tensor,
-    w: torch.Tensor,
-    targets: torch.Tensor,
-    rows: torch.Tensor,
-    losses: torch.Tensor,
-) -> torch.Tensor:
-    """One chunk's gradient `softmax - one_hot` over its logits `h @ w.T`, made in place (a CPU
-    tensor, in `w`'s dtype); the chunk's losses written into `losses`.
-
-    One fused softmax (fp32 inside) replaces a log-softmax and its exponential: one pass over the
-    chunk instead of two, and in bf16 no fp32 copy of the logits and no cast of the gradient back
-    (a third of the bytes). The loss is -log of the target's probability, exact but for that
-    probability's rounding (fp32: 1e-7 nats; bf16: 2**-9 relative, 0.004 nats a token at most,
-    unbiased, well inside the rounding the bf16 logits already carry); a probability too small to
-    hold precisely (a loss above 69 nats) takes the exact fp32 log-softmax of its row's logits,
-    recomputed.
-    """
-    logits = F.linear(h, w)
-    probs = torch.softmax(logits, dim=-1, out=logits)  # a CPU row is read before it is written
-    p_target = probs[rows, targets].float()
-    losses.copy_(-p_target.log())
-    tiny = p_target < _SMALLEST_PROBABILITY
-    if tiny.any():
-        exact = torch.log_softmax(F.linear(h[tiny], w).float(), dim=-1)
-        losses[tiny] = -exact.gather(1, targets[tiny, None]).squeeze(1)
-    probs[rows, targets] -= 1.0
-    return probs
-
-
-def _low_half(full: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A `dtype` tensor of `full`'s shape in the first bytes of `full`'s (wider) storage."""
-    return full.view(-1).view(dtype)[: full.numel()].view(full.shape)
-
-
-def _widen_in_place(full: torch.Tensor, dtype: torch.dtype) -> None:
-    """Turn `_low_half(full, dtype)` into `full`'s own values, without a second buffer.
-
-    Rows are widened from the last to the first, in ranges `[lo, hi)` with `hi <= 2 lo` (whose
-    narrow source, at bytes `[lo, hi) * row_bytes / 2`, lies below their wide destination, and
-    above every row not yet widened); the last few rows go through a copy.
-    """
-    narrow = _low_half(full, dtype)
-    hi = full.shape[0]
-    while hi > 8:
-        lo = (hi + 1) // 2
-        full[lo:hi].copy_(narrow[lo:hi])
-        hi = lo
-    full[:hi].copy_(narrow[:hi].clone())

@@ -1,0 +1,224 @@
+"""The three papers' claims, each a comparison of seeded grid points judged by
+`cpt.reproduce.verdicts` (reproduces / does not reproduce / not resolved at this scale)."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from cpt.reproduce.verdicts import Claim, judge, lower, no_worse, pick, rises, same
+
+
+def gupta_claims(grid: pd.DataFrame, constant: pd.DataFrame) -> list[Claim]:
+    claims: list[Claim] = []
+    for shift in sorted(grid["shift"].dropna().unique()):
+
+        def at(lr, w, shift=shift):
+            return pick(grid, shift=shift, optim__max_lr=lr, schedule__warmup=w)  # noqa: E731
+
+        fast, base, slow = at(4e-3, 0.0), at(2e-3, 0.01), at(1e-3, 0.01)
+        const = pick(constant, shift=shift)
+        where = f"{shift} shift"
+        if fast is not None:
+            judge(
+                claims,
+                "Re-warming (max LR 4e-3, no warm-up) first raises the upstream loss",
+                where,
+                rises(fast, "rise/upstream"),
+            )
+            judge(
+                claims,
+                "... and the downstream loss (a transient rise on the new data)",
+                where,
+                rises(fast, "rise/downstream"),
+            )
+        if base is not None and const is not None:
+            judge(
+                claims,
+                "Re-warming ends lower downstream than a constant LR (max LR 2e-3, warm-up 1 % vs constant 2e-4)",
+                where,
+                lower(base, const, "final/val/downstream/loss"),
+            )
+        if at(4e-3, 0.01) is not None and slow is not None:
+            judge(
+                claims,
+                "A higher max LR adapts more (downstream, 4e-3 vs 1e-3, warm-up 1 %)",
+                where,
+                lower(at(4e-3, 0.01), slow, "final/val/downstream/loss"),
+            )
+            judge(
+                claims,
+                "... and forgets more (upstream, 1e-3 vs 4e-3)",
+                where,
+                lower(slow, at(4e-3, 0.01), "final/val/upstream/loss"),
+            )
+        if at(2e-3, 0.0) is not None and base is not None:
+            judge(
+                claims,
+                "The warm-up length barely matters (downstream, warm-up 0 vs 1 %, max LR 2e-3)",
+                where,
+                same(at(2e-3, 0.0), base, "final/val/downstream/loss"),
+            )
+        if base is not None:
+            judge(
+                claims,
+                "The upstream loss recovers later in the run (its fall from the peak to the end, max LR 2e-3)",
+                where,
+                rises(base, "fall/upstream"),
+            )
+    return claims
+
+
+def revision_claims(revisions: pd.DataFrame) -> list[Claim]:
+    steps = sorted(s for s in revisions["upstream step"] if s > 0)
+    if len(steps) < 2:
+        return []
+    last = revisions[revisions["upstream step"] == steps[-1]].iloc[0]
+    first = revisions[revisions["upstream step"] == steps[0]].iloc[0]
+    claims: list[Claim] = []
+    judge(
+        claims,
+        f"An earlier upstream checkpoint does not help (downstream, step {steps[-1]} vs {steps[0]}: the later one ends lower)",
+        "strong shift",
+        lower(last, first, "final/val/downstream/loss"),
+    )
+    return claims
+
+
+def replay_claims(grid: pd.DataFrame, union: pd.DataFrame) -> list[Claim]:
+    claims: list[Claim] = []
+    for shift in sorted(grid["shift"].dropna().unique()):
+        at = lambda f, shift=shift: pick(grid, shift=shift, callbacks__replay__fraction=f)  # noqa: E731
+        none, five, quarter = at(0.0), at(0.05), at(0.25)
+        where = f"{shift} shift"
+        if none is not None and five is not None:
+            judge(
+                claims,
+                "5 % replay cuts forgetting (upstream, 5 % vs none)",
+                where,
+                lower(five, none, "final/val/upstream/loss"),
+            )
+            judge(
+                claims,
+                "... at a small downstream cost (5 % no worse than none)",
+                where,
+                no_worse(five, none, "final/val/downstream/loss"),
+            )
+        u = pick(union, shift=shift)
+        best = quarter if shift == "strong" else five
+        if u is not None and best is not None:
+            share = "25 %" if shift == "strong" else "5 %"
+            judge(
+                claims,
+                f"CPT with {share} replay is as good as the union baseline (upstream, no worse)",
+                where,
+                no_worse(best, u, "final/val/upstream/loss"),
+            )
+            judge(
+                claims,
+                f"CPT with {share} replay is as good as the union baseline (downstream, no worse)",
+                where,
+                no_worse(best, u, "final/val/downstream/loss"),
+            )
+    return claims
+
+
+def infinite_claims(table: pd.DataFrame) -> list[Claim]:
+    """`table`: seeded rows with `variant` (cpt.reproduce.twins.INFINITE's run names) and
+    `shift`."""
+    claims: list[Claim] = []
+    for shift in sorted(table["shift"].dropna().unique()):
+        rows = table[table["shift"] == shift].set_index("variant")
+        get = lambda name, rows=rows: rows.loc[name] if name in rows.index else None  # noqa: E731
+        where = f"{shift} shift"
+        annealed, cosine = get("task1_infinite_annealed"), get("task1_cosine")
+        if annealed is not None and cosine is not None:
+            judge(
+                claims,
+                "Task 1: infinite + anneal is as good as cosine (downstream, no worse)",
+                where,
+                no_worse(annealed, cosine, "final/val/downstream/loss"),
+            )
+            judge(
+                claims,
+                "Task 1: infinite + anneal is as good as cosine (upstream, no worse)",
+                where,
+                no_worse(annealed, cosine, "final/val/upstream/loss"),
+            )
+        constant = get("task1_infinite")
+        if constant is not None and annealed is not None:
+            judge(
+                claims,
+                "Task 1: the anneal is what the constant phase defers (annealed lower downstream)",
+                where,
+                lower(annealed, constant, "final/val/downstream/loss"),
+            )
+        carried, rewarmed = get("task2_infinite_annealed"), get("task2_cosine")
+        if carried is not None and rewarmed is not None:
+            judge(
+                claims,
+                "Task 2: carrying the constant forgets task 1 less than re-warming (task 1's domain at the end)",
+                where,
+                lower(carried, rewarmed, "final/val/downstream/loss"),
+            )
+            judge(
+                claims,
+                "Task 2: ... and its gap on task 1's domain rises less",
+                where,
+                lower(carried, rewarmed, "rise/downstream"),
+            )
+            judge(
+                claims,
+                "Task 2: ... and ends at least as well on task 2's domain (no worse)",
+                where,
+                no_worse(carried, rewarmed, "final/val/upstream/loss"),
+            )
+    return claims
+
+
+def guo_claims(table: pd.DataFrame) -> list[Claim]:
+    claims: list[Claim] = []
+    at = lambda m: pick(table, mitigation=m)  # noqa: E731
+    none = at("none")
+    if none is None:
+        return claims
+    where = "strong shift"
+    judge(
+        claims,
+        "The stability gap: the new domain's loss first rises",
+        where,
+        rises(none, "rise/downstream"),
+    )
+    for column in sorted(
+        c.removesuffix("/mean") for c in table if re.fullmatch(r"drop/[^/]+/mean", c)
+    ):
+        task = column.split("/")[1]
+        judge(
+            claims,
+            f"The stability gap on the new domain's task accuracy: {task} first drops (acc_norm)"
+            if task.endswith("downstream")
+            else f"The old domain's task accuracy drops (forgetting): {task} (acc_norm)",
+            where,
+            rises(none, column),
+        )
+    judge(
+        claims,
+        "... and the old domain's loss rises (forgetting)",
+        where,
+        rises(none, "rise/upstream"),
+    )
+    for name, text in (
+        ("subcorpus", "A sub-corpus for several epochs ends lower downstream than one pass"),
+        ("quality", "A high-quality subset ends lower downstream"),
+    ):
+        if at(name) is not None:
+            judge(claims, text, where, lower(at(name), none, "final/val/downstream/loss"))
+    if at("mixture") is not None:
+        judge(
+            claims,
+            "A mixture with pre-training-like data shrinks the old domain's gap (area)",
+            where,
+            lower(at("mixture"), none, "gap/upstream/area"),
+        )
+    return claims

@@ -1,0 +1,315 @@
+"""What `make reproduce` writes from a paper's runs: per grid the tidy tables (`cpt.analysis.collect`),
+mean ± std per grid point, the claims' verdicts (`cpt.reproduce.claims`), figures per shift with
+95 % bands (also copied, under 200 kB, into docs/figures/<paper>_<name>), `results.md`, and the
+paper's generated section of docs/REPRODUCTION.md (between `<!-- reproduce:NAME -->` marks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+
+from cpt.analysis import plots  # noqa: E402
+from cpt.analysis.collect import collect  # noqa: E402
+from cpt.analysis.seeds import SEED, by_seed  # noqa: E402
+from cpt.reproduce import claims as c  # noqa: E402
+from cpt.reproduce import verdicts as v  # noqa: E402
+
+DOCS = Path("docs")
+FIGURE_LIMIT = 200_000  # bytes: committed figures stay small
+WALL = "train_seconds.json"  # a paper's training wall time, written by cpt.reproduce.twins
+
+
+def ran(folder: Path) -> bool:
+    """Whether some job of this grid has finished (a report shows what there is)."""
+    return any(folder.glob("*/summary.json"))
+
+
+def results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Collect a grid: its runs (with the derived columns verdicts use), their seed groups and
+    the curves."""
+    collect(folder)
+    runs, curves = plots.load(folder)
+    runs = v.derive(runs)
+    swept = runs.attrs.get("swept") or [SEED]
+    if SEED not in swept:
+        swept = [*swept, SEED]
+    runs.attrs["swept"] = swept
+    return runs, by_seed(runs, swept), curves
+
+
+def figure(name: str, fig, folder: Path, paper: str) -> str:
+    """Save a figure into the results folder and, small, into docs/figures/<paper>_<name>."""
+    path = folder / name
+    fig.savefig(path, dpi=90)
+    plots.plt.close(fig)
+    if DOCS.is_dir() and path.stat().st_size <= FIGURE_LIMIT:
+        (DOCS / "figures").mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS / "figures" / f"{paper}_{name}")
+    return name
+
+
+def by_shift(runs: pd.DataFrame, curves: pd.DataFrame, shift: str):
+    """The runs (and curves) of one shift, labelled by the other swept keys."""
+    part = runs[runs["shift"] == shift] if "shift" in runs else runs
+    part.attrs["swept"] = [k for k in runs.attrs.get("swept", []) if k != "shift"]
+    return part, curves[curves["run"].isin(part["run"])]
+
+
+SHIFTS = {
+    "strong": "strong shift: package-docs (upstream) -> python-code (downstream)",
+    "weak": "weak shift: package-docs (upstream) -> python-docs (downstream)",
+}
+
+
+def shift_figure(fig, name: str, shift: str, folder: Path, paper: str) -> str:
+    """`figure` for one shift: titled by the shift, saved as `<name>_<shift>.png`."""
+    fig.suptitle(SHIFTS.get(shift, shift), fontsize=10)
+    fig.tight_layout()
+    return figure(f"{name}_{shift}.png", fig, folder, paper)
+
+
+def write(folder: Path, title: str, sections: list[str]) -> str:
+    text = f"# {title}\n\n" + "\n".join(sections)
+    runs = sum(
+        json.loads(path.read_text()).get("wall_time_s", 0) for path in folder.rglob("summary.json")
+    )
+    text += f"\n\nIts runs' own wall times add up to {runs / 60:.0f} min"
+    if (folder / WALL).is_file():  # the calls that trained it to the end, two runs side by side
+        seconds = json.loads((folder / WALL).read_text())["seconds"]
+        text += f"; the training took {seconds / 60:.0f} min on {os.cpu_count()} cores"
+    text += ".\n"
+    (folder / "results.md").write_text(text)
+    print(text, flush=True)
+    return text
+
+
+def shifts(runs: pd.DataFrame) -> list[str]:
+    return sorted(runs["shift"].dropna().unique()) if "shift" in runs else ["strong"]
+
+
+INFINITE = {  # folder: (task, what it is, its overrides)
+    "task1_infinite": (1, "infinite, constant to the end", ["schedule.anneal=0.0"]),
+    "task1_infinite_annealed": (
+        1,
+        "infinite, annealed over the last 15 %",
+        ["schedule.anneal=0.15"],
+    ),
+    "task1_cosine": (
+        1,
+        "cosine re-warm + re-decay",
+        ["schedule=cosine", "schedule.warmup=0.01", "schedule.min_lr_ratio=0.1"],
+    ),
+    "task2_infinite": (
+        2,
+        "from task 1's constant: constant carried, no re-warm",
+        ["schedule.anneal=0.0"],
+    ),
+    "task2_infinite_annealed": (
+        2,
+        "from task 1's constant: constant, annealed at the end",
+        ["schedule.anneal=0.15"],
+    ),
+    "task2_cosine": (
+        2,
+        "from task 1's cosine: re-warm + re-decay again",
+        [
+            "schedule=cosine",
+            "schedule.warmup=0.01",
+            "schedule.min_lr_ratio=0.1",
+            "optim.max_lr=2e-3",
+            "callbacks.rewarm.optimizer_state=fresh",
+        ],
+    ),
+}
+
+
+# ---- the papers ----------------------------------------------------------------------------------
+def gupta2023(out: Path) -> str:
+    runs, table, curves = results(out / "grid")
+    sections = [v.grid_table(table, ["shift", "optim.max_lr", "schedule.warmup"])]
+    constant = table.iloc[0:0]  # none yet: its claim is left out
+    if ran(out / "constant"):
+        _, constant, _ = results(out / "constant")
+        sections += ["", "Constant LR 2e-4, no re-warming:", "", v.grid_table(constant, ["shift"])]
+    claims = c.gupta_claims(table, constant)
+    if ran(out / "revisions"):
+        _, revisions, _ = results(out / "revisions")
+        revisions["upstream step"] = revisions["init"].map(revision_step)
+        sections += [
+            "",
+            "From earlier upstream checkpoints (strong shift, warm-up 1 %, max LR 2e-3):",
+        ]
+        sections += ["", v.grid_table(revisions, ["upstream step"])]
+        claims += c.revision_claims(revisions)
+    made = []
+    for shift in shifts(runs):
+        part, part_curves = by_shift(runs, curves, shift)
+        rewarming = plots.plot_rewarming(part, part_curves)
+        made.append(shift_figure(rewarming, "rewarming", shift, out, "gupta2023"))
+        gap = plots.plot_stability_gap(part, part_curves, max_step=300)
+        made.append(shift_figure(gap, "stability_gap", shift, out, "gupta2023"))
+    sections += ["", v.claims_table(claims), "", "Figures: " + ", ".join(made)]
+    return write(out, "Gupta et al. 2023, small-scale twin", sections)
+
+
+def ibrahim2024_replay(out: Path) -> str:
+    runs, table, curves = results(out / "grid")
+    sections = [v.grid_table(table, ["shift", "callbacks.replay.fraction"], replayed=True)]
+    union = table.iloc[0:0]  # none yet: its claims are left out
+    if ran(out / "union"):
+        _, union, _ = results(out / "union")
+        sections += [
+            "",
+            "The union baseline (from scratch on both, 50/50, 3300 steps):",
+            "",
+            v.grid_table(union, ["shift"]),
+        ]
+    made = []
+    for shift in shifts(runs):
+        part, _ = by_shift(runs, curves, shift)
+        frontier = plots.plot_replay_frontier(part)
+        made.append(shift_figure(frontier, "replay_frontier", shift, out, "ibrahim2024_replay"))
+    sections += [
+        "",
+        v.claims_table(c.replay_claims(table, union)),
+        "",
+        "Figures: " + ", ".join(made),
+    ]
+    return write(out, "Ibrahim et al. 2024 (replay), small-scale twin", sections)
+
+
+def ibrahim2024_infinite(out: Path) -> str:
+    collect(out)
+    runs, curves = plots.load(out)
+    runs = v.derive(runs)
+    # run folders are <variant>/<shift>/seed-<n> (cpt.reproduce.twins)
+    runs["variant"] = [Path(r).parts[0] for r in runs["run"]]
+    runs["shift"] = [Path(r).parts[1] for r in runs["run"]]
+    runs.attrs["swept"] = ["variant", "shift", SEED]
+    table = by_seed(runs, ["variant", "shift", SEED])
+    table["variant"] = pd.Categorical(table["variant"], list(INFINITE))
+    table = table.sort_values(["shift", "variant"])
+    table["run"] = [f"task {INFINITE[n][0]}, {INFINITE[n][1]}" for n in table["variant"]]
+    sections = [v.grid_table(table, ["shift", "run"])]
+    chains = {
+        "infinite, constant carried into task 2": ("task1_infinite", "task2_infinite"),
+        "infinite, annealed at the end of task 2": ("task1_infinite", "task2_infinite_annealed"),
+        "cosine re-warm + re-decay on each task": ("task1_cosine", "task2_cosine"),
+    }
+    made = []
+    for shift in shifts(runs):
+        mine, mine_curves = by_shift(runs, curves, shift)
+        for task in (1, 2):
+            part = mine[mine["variant"].str.startswith(f"task{task}")]
+            part.attrs["swept"] = ["variant", SEED]
+            gap = plots.plot_stability_gap(
+                part, mine_curves[mine_curves["run"].isin(part["run"])], max_step=300
+            )
+            name = f"stability_gap_task{task}"
+            made.append(shift_figure(gap, name, shift, out, "ibrahim2024_infinite"))
+        sequence = plots.plot_task_sequence(mine, mine_curves, chains, steps=300)
+        made.append(shift_figure(sequence, "task_sequence", shift, out, "ibrahim2024_infinite"))
+    sections += [
+        "",
+        v.claims_table(c.infinite_claims(table)),
+        "",
+        "Figures: " + ", ".join(made),
+    ]
+    return write(out, "Ibrahim et al. 2024 (infinite schedule), small-scale twin", sections)
+
+
+def guo2024(out: Path) -> str:
+    runs, table, curves = results(out / "grid")
+    sections = [v.grid_table(table, ["mitigation"], tasks=True)]
+    tasks = sorted({d for d in curves.loc[curves["metric"] == "task_acc_norm", "domain"]})
+    made = [
+        figure(
+            "stability_gap.png",
+            plots.plot_stability_gap(runs, curves, max_step=300),
+            out,
+            "guo2024",
+        ),
+    ]
+    if tasks:
+        made.append(
+            figure(
+                "stability_gap_tasks.png",
+                plots.plot_curves(
+                    runs,
+                    curves,
+                    "task_acc_norm",
+                    "step",
+                    plots.swept(runs),
+                    tasks,
+                    "{domain}",
+                    "optimizer step",
+                    "accuracy (acc_norm)",
+                    300,
+                ),
+                out,
+                "guo2024",
+            )
+        )
+    sections += ["", v.claims_table(c.guo_claims(table)), "", "Figures: " + ", ".join(made)]
+    return write(out, "Guo et al. 2024, small-scale twin", sections)
+
+
+# ---- the docs ------------------------------------------------------------------------------------
+def revision_step(init: object) -> int:
+    match = re.search(r"step(\d+)", str(init))
+    return int(match.group(1)) if match else -1
+
+
+def summary(results: dict[str, str]) -> str:
+    """One table of every paper's verdicts (without their numbers), from each paper's
+    `results.md` text: the claims tables' rows."""
+    lines = ["| paper | claim | where | verdict |", "|---|---|---|---|"]
+    for paper, text in results.items():
+        for row in text.splitlines():
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            if len(cells) == 4 and cells[2].startswith("**") and cells[0] != "claim":
+                lines.append(f"| {paper} | {cells[0]} | {cells[1]} | {cells[2]} |")
+    return "# Summary\n\n" + "\n".join(lines) + "\n"
+
+
+def embed_figures(text: str, paper: str, folder: Path) -> str:
+    """The results' `Figures: a.png, b.png` line as images of their copies in `folder` (named
+    `<paper>_a.png`), for the docs; names without a copy stay as text."""
+
+    def images(match: re.Match) -> str:
+        names = match.group(1).split(", ")
+        shown = [
+            f"![{paper} {n}]({folder.name}/{paper}_{n})"
+            for n in names
+            if (folder / f"{paper}_{n}").is_file()
+        ]
+        rest = [n for n in names if not (folder / f"{paper}_{n}").is_file()]
+        return "\n\n".join(shown + ([f"Figures: {', '.join(rest)}"] if rest else []))
+
+    return re.sub(r"^Figures: (.+)$", images, text, flags=re.M)
+
+
+def update_doc(path: Path, name: str, text: str) -> bool:
+    """Replace the generated section `name` of a Markdown file (between `<!-- reproduce:NAME -->`
+    and `<!-- /reproduce:NAME -->`) with `text`, its headings two levels down (under the doc's section); False when the file
+    has no such section."""
+    if not path.is_file():
+        return False
+    doc = path.read_text()
+    start, end = f"<!-- reproduce:{name} -->", f"<!-- /reproduce:{name} -->"
+    if start not in doc or end not in doc:
+        return False
+    body = re.sub(r"^(#+) ", r"##\1 ", text.strip(), flags=re.M)
+    before, rest = doc.split(start, 1)
+    after = rest.split(end, 1)[1]
+    path.write_text(f"{before}{start}\n{body}\n{end}{after}")
+    return True

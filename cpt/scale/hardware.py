@@ -1,0 +1,98 @@
+"""What the machine must offer a run, checked before anything is written; the accelerators the
+plan and the MFU know.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cpt.models.attention import flash_available
+from cpt.models.options import ModelOptions
+from cpt.run.geometry import count_devices
+from cpt.scale.precision import precision_of
+
+# Lightning warns on every run of a machine that has `srun` (a cluster's login node, the local test
+# cluster) when the run was not started by it: a one-process run there is not a mistake.
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    peak_bf16_tflops: float  # dense, without sparsity
+    memory_gb: float
+
+
+# One table for the plan's estimates and the throughput callback's MFU (vendors' data sheets).
+ACCELERATORS = {
+    "H100": Accelerator(989.0, 80.0),
+    "H200": Accelerator(989.0, 141.0),
+    "A100": Accelerator(312.0, 80.0),
+}
+
+
+def accelerator_named(name: str) -> Accelerator | None:
+    """The accelerator a name (a plan option, or a CUDA device's name) mentions, if any."""
+    return next((a for key, a in ACCELERATORS.items() if key.lower() in name.lower()), None)
+
+
+def check_hardware(model: ModelOptions, trainer: Any) -> None:
+    """What this machine must offer the run; raises ValueError('key: message')."""
+    precision = precision_of(trainer.get("precision", "32-true"))
+    accelerator = trainer.get("accelerator", "auto")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator: {accelerator} requested but no CUDA device is available"
+        )
+    if precision.compute == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"trainer.precision: {precision.name} requested but this GPU has no bf16 support; "
+            "use 16-mixed"
+        )
+    check_launchable(trainer, on_gpu)
+    if model.attention == "flash":
+        why = flash_available()
+        if why is not None:
+            raise ValueError(f"model.attention: flash {why}")
+        if not precision.low:
+            raise ValueError(
+                f"model.attention: flash runs in bf16/fp16 only, but trainer.precision is "
+                f"{precision.name}; use trainer.precision=bf16-mixed"
+            )
+
+
+def check_launchable(trainer: Any, on_gpu: bool) -> None:
+    """`trainer.devices` processes per node, as this node can start them: one per GPU, or
+    exactly the tasks an external launcher (SLURM, torchrun) started. (Lightning starts any
+    number of CPU processes.)"""
+    wanted = count_devices(trainer.get("devices", 1), "gpu" if on_gpu else "cpu")
+    started = _external_tasks_per_node()
+    if started is not None:
+        launcher, count = started
+        if wanted != count:
+            raise ValueError(
+                f"trainer.devices: {wanted} processes per node requested but {launcher} started "
+                f"{count}; set trainer.devices={count} or change the job's tasks per node"
+            )
+    elif on_gpu and wanted > torch.cuda.device_count():
+        have = torch.cuda.device_count()
+        raise ValueError(
+            f"trainer.devices: {wanted} requested but this node has {have} "
+            f"GPU{'s' if have != 1 else ''}; expected at most {have} (or devices=auto)"
+        )
+
+
+def _external_tasks_per_node() -> tuple[str, int] | None:
+    """(launcher, processes per node) when the processes were started outside Lightning."""
+    if "LOCAL_WORLD_SIZE" in os.environ:  # torchrun
+        return "torchrun", int(os.environ["LOCAL_WORLD_SIZE"])
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect() and "SLURM_NTASKS_PER_NODE" in os.environ:
+        return "SLURM", int(os.environ["SLURM_NTASKS_PER_NODE"].split("(")[0])
+    return None

@@ -1,0 +1,74 @@
+"""The speed and memory options change nothing but speed and memory: chunked loss, attention
+backends, activation checkpointing, torch.compile (and its fallback)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cpt.models.presets import config_from_name
+from cpt.models.registry import build_model
+
+
+@pytest.mark.parametrize(
+    ("model", "seq", "batch", "loss"),
+    [("pythia-70m", 512, 4, "chunked"), ("tiny", 128, 16, "chunked"), ("tiny", 100, 3, "plain")],
+)
+def test_the_benchmarks_matmul_ceiling_counts_the_flops_peak_fraction_counts(
+    model, seq, batch, loss
+):
+    """`bench_train.py`'s `gemm_fraction` times the step's matmuls alone: exactly the 6 N + 12 L d T
+    FLOPs per token that `peak_fraction` divides by, so the two fractions compare."""
+    import argparse
+    import importlib.util
+
+    from cpt.callbacks.throughput import model_flops_per_token
+    from cpt.models.presets import config_from_name
+    from tests.helpers import REPO
+
+    path = REPO / "scripts" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(model=model, seq=seq, batch=batch, loss=loss)
+    counted = sum(c * 2 * b * m * k * n for c, b, m, k, n in bench.step_matmuls(args))
+    expected = model_flops_per_token(config_from_name(model), seq) * batch * seq
+    assert counted == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_overhead_benchmarks_clock_counts_the_model_and_nothing_else():
+    """`bench_overhead.py`'s `ModelClock`: a training step from its forward pass to its optimizer
+    step, each forward pass without gradients of the whole model once (not its blocks'), and not
+    the time between them."""
+    import importlib.util
+    import time
+
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_overhead", REPO / "scripts" / "bench_overhead.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = build_model(config_from_name("tiny"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, model.config.vocab_size, (2, 17))
+    started = time.perf_counter()
+    with bench.ModelClock() as clock:
+        for _ in range(2):
+            model(ids[:, :-1], targets=ids[:, 1:])[0].backward()
+            time.sleep(0.1)  # inside the step: between its backward and its optimizer step
+            optimizer.step()
+            optimizer.zero_grad()
+            time.sleep(0.2)  # outside
+        with torch.no_grad():
+            for _ in range(3):
+                model(ids)
+                time.sleep(0.2)  # outside
+    wall = time.perf_counter() - started
+    with torch.no_grad():
+        model(ids)  # the hooks are gone
+    assert (clock.steps, clock.evaluations) == (2, 3)
+    assert clock.training >= 0.2
+    assert clock.evaluation > 0
+    assert wall - clock.training - clock.evaluation >= 1.0
