@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo sweep-demo reproduce sync test test-slow lint format clean
+.PHONY: install demo sweep-demo reproduce sync test test-slow test-slurm lint format clean
 PAPER ?= all
 
 $(STAMP): setup.cfg pyproject.toml
@@ -34,6 +34,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-slurm: $(STAMP)  # needs the local cluster: scripts/local_slurm.sh start (as root)
+	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

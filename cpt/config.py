@@ -25,6 +25,7 @@ from cpt.models.presets import preset_names
 from cpt.module import OptimConfig
 from cpt.results.naming import job_name, short_dirname
 from cpt.run.geometry import BatchGeometry
+from cpt.scale.launch import run_id
 from cpt.schedules import ScheduleSpec
 
 
@@ -97,6 +98,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("job_name", job_name)
     if not OmegaConf.has_resolver("run_tokens"):
         OmegaConf.register_new_resolver("run_tokens", run_tokens)
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id)
 
 
 def validate(cfg: DictConfig) -> TrainConfig:

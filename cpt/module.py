@@ -91,6 +91,7 @@ class CPTModule(L.LightningModule):
         self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss (on_nonfinite=skip)
         self._bad_step = False  # a micro-batch of the current optimizer step had one
         self.last_val: dict[str, float] = {}
+        self.initial_val: dict[str, float] = {}  # before the first step; kept in checkpoints
         self.last_val_step: int | None = None  # the optimizer step `last_val` was measured at
         self._val_sums = torch.zeros(len(self.domains), 2)
 
@@ -246,10 +247,12 @@ class CPTModule(L.LightningModule):
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["skipped_steps"] = self.skipped_steps
         checkpoint["accumulate"] = self.trainer.accumulate_grad_batches
+        checkpoint["initial_val_loss"] = dict(self.initial_val)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self.initial_val = dict(checkpoint.get("initial_val_loss") or {})
         if self._trainer is not None:
             recount_batches(checkpoint, self.trainer.accumulate_grad_batches)
 

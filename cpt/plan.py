@@ -144,6 +144,13 @@ def report(run: dict[str, Any], n: int, total: int, options: PlanOptions) -> str
         f"{m['gradients']:.1f}, optimizer {m['optimizer']:.1f}, activations {m['activations']:.1f})",
         "problems  " + ("; ".join(run["problems"]) or "none seen"),
     ]
+    if run["checkpoints"]:
+        c = run["checkpoints"]
+        lines.insert(
+            -1,
+            f"disk      {c['saved']} periodic checkpoints, {c['kept']} kept with last.ckpt: "
+            f"{c['gb_each']:.3g} GB each, ~{c['gb_total']:.3g} GB",
+        )
     return "\n".join(lines)
 
 

@@ -27,17 +27,19 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cpt import config as config_schema
 from cpt.callbacks.base import RunPart
-from cpt.checkpoints.files import AtomicCheckpointIO
+from cpt.checkpoints.files import AtomicCheckpointIO, read_lightning_checkpoint
 from cpt.data.datamodule import CPTDataModule
 from cpt.data.quality import reference_key, select_windows
 from cpt.data.tokenizer import TokenizerError
 from cpt.errors import UserError, exit_with
 from cpt.module import CPTModule
-from cpt.results.loggers import publish_summary, run_config
+from cpt.results.loggers import keep_metrics_until, publish_summary, run_config
 from cpt.run import build as preflight
 from cpt.run.build import Built
 from cpt.run.initial import load_into, reference_scorer
 from cpt.scale.allocator import keep_freed_memory
+from cpt.scale.launch import launch, requeue_id
+from cpt.scale.requeue import TimeLimit, requeue_after_save
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,12 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     out = Path(config.output_dir)
     L.seed_everything(config.seed, workers=True)
     datamodule = CPTDataModule(config.data, geometry, config.seed, built.seen)
-    if _is_rank_zero():
+    if launch().is_global_zero:  # the others wait for its files instead of writing their own
         datamodule.prepare_data()
         datamodule.check_held_out(built.initial.data_state)  # before any file is written
+    else:
+        datamodule.wait_prepared()
+        log.info("rank %d waited for global rank 0 to prepare the data", launch().rank)
     if datamodule.vocab_size > built.initial.config.vocab_size:
         raise TokenizerError(
             f"data.tokenizer: {datamodule.vocab_size} tokens do not fit the model's "
@@ -81,25 +86,34 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
     datamodule.tokenizer.save(str(out / "tokenizer.json"))  # a run folder is self-contained
+    if built.resume is not None and launch().is_global_zero:
+        keep_metrics_until(out, read_lightning_checkpoint(built.resume, ())["global_step"])
     loggers = preflight.instantiate_all(cfg.logger, "logger")
     for logger in loggers:
         logger.log_hyperparams(run_config(resolved))
+    time_limit = TimeLimit().install()
     trainer = L.Trainer(
         **built.trainer_args,
         callbacks=built.callbacks,
         logger=loggers or False,
         default_root_dir=str(out),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
     )
+    time_limit.watch(trainer)
     if config.keep_freed_memory and isinstance(trainer.accelerator, CPUAccelerator):
         keep_freed_memory()  # the model's tensors live in host memory: reuse, do not re-fault
     started, finished = time.time(), False
     try:
-        initial_val = {}
         if config.eval_before_fit and built.resume is None:
             trainer.validate(module, datamodule=datamodule, verbose=False)
-            initial_val = dict(module.last_val)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume)
+            module.initial_val = dict(module.last_val)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume)
+        except SIGTERMException:
+            if requeue_after_save(time_limit):  # leave without a result: the job runs again
+                step = trainer.global_step
+                raise Requeued(f"requeued SLURM job {requeue_id()} at step {step}") from None
+            raise
         held = module.state_bytes()  # every rank takes part (the most over ranks)
         if module.last_val_step != trainer.global_step:  # not when fit's last step validated
             trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -113,7 +127,7 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
             "skipped_steps": module.skipped_steps,
             "tokens_per_source": datamodule.tokens_consumed(trainer.global_step),
             "wall_time_s": round(time.time() - started, 2),
-            "initial_val_loss": initial_val,
+            "initial_val_loss": dict(module.initial_val),  # a resumed run's from its checkpoint
             "final_val_loss": dict(module.last_val),
             "parameters": built.initial.config.num_parameters(),
             "state_bytes_per_process": held,
@@ -127,7 +141,8 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
         finished = True
         return summary
     finally:
-        _finish_wandb(loggers, finished)
+        time_limit.uninstall()
+        _finish_wandb(loggers, finished, time_limit.signalled is not None)
 
 
 def select_by_quality(config: Any, datamodule: CPTDataModule, model: Any) -> None:
@@ -158,15 +173,27 @@ def select_by_quality(config: Any, datamodule: CPTDataModule, model: Any) -> Non
         datamodule.select_with(name, selector)
 
 
-def _is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+class Requeued(SystemExit):
+    """The run saved its state and its SLURM job was requeued: the process ends without a result
+    (submitit's launcher then waits for the requeued job)."""
 
 
-def _finish_wandb(loggers: list[Any], finished: bool) -> None:
-    """Close wandb runs even after a failure, so that a multirun never mixes two jobs."""
+def cluster_plugins() -> list[Any]:
+    """Under `srun`, Lightning's SLURM environment without its own auto-requeue (which saves in
+    the middle of a step): the requeue path is `cpt.scale.requeue`."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def _finish_wandb(loggers: list[Any], finished: bool, preempted: bool) -> None:
+    """Close wandb runs even after a failure, so that a multirun never mixes two jobs; a run
+    stopped for a requeue is marked preempting (its requeued job continues the same wandb run)."""
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
         import wandb
 
+        if preempted and wandb.run is not None:
+            wandb.run.mark_preempting()
         wandb.finish(exit_code=0 if finished else 1)
 
 

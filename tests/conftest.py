@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # lm-eval tasks of local files; no download
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CPT_CACHE", tempfile.mkdtemp(prefix="cpt-cache-"))  # file digests
 config_schema.register()
 
 # A small slice of both built-in corpora and a small tokenizer: seconds, not minutes.

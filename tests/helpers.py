@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,13 @@ def seed_runs(values: dict[float, list[float]], failed: int = 1) -> Any:
         for i in range(failed)
     ]
     return pd.DataFrame(rows)
+
+
+class Slow(L.Callback):
+    """Each training step takes at least `seconds` (a test can signal a run in the middle)."""
+
+    def __init__(self, seconds: float = 0.2) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        time.sleep(self.seconds)

@@ -3,8 +3,8 @@
 - **SIGTERM** (a scheduler's pre-emption or `scancel`): Lightning turns it into an exception at the
   end of the current step on every rank; this callback writes `checkpoints/last.ckpt` (atomically)
   with the state after that step, so the job can be requeued and continue with `resume=auto`.
-  SLURM's time-limit signal (SIGUSR1 with `--signal`) is Lightning's own auto-requeue, which
-  restores its `hpc_ckpt_*.ckpt` the same way.
+  SLURM's time-limit warning (USR2 with `--signal`) stops the run the same way and then requeues
+  its job (`cpt/scale/requeue.py`).
 - **A non-finite loss** (`optim.on_nonfinite=stop`): the module raises before the optimizer step,
   so the weights are still the last good ones; they go to `checkpoints/nonfinite-stepNNNNNNN.ckpt`
   and the error names that file.

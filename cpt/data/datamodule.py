@@ -9,6 +9,7 @@ knows nothing of the model: the entry point checks the vocabulary through `vocab
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from cpt.data.config import DataConfig, DomainSpec
 from cpt.data.mixture import Mixture, MixtureSource, cap_windows
-from cpt.data.prepare import check_compatible, prepare_domain
+from cpt.data.prepare import check_compatible, dataset_path, prepare_domain
 from cpt.data.shards import PreparedDomain, is_prepared, load_prepared
 from cpt.data.sources import SourceError
-from cpt.data.tokenizer import resolve_tokenizer
+from cpt.data.tokenizer import bpe_vocab_size, resolve_tokenizer, tokenizer_file
 from cpt.data.windows import TokenWindows
 from cpt.run.geometry import BatchGeometry
 
@@ -135,6 +136,37 @@ class CPTDataModule(L.LightningDataModule):
                     seed=self.config.split_seed,  # the held-out documents: never the run's seed
                     shard_tokens=self.config.shard_tokens,
                 )
+
+    def wait_prepared(self, poll_s: float = 2.0, timeout_s: float = 48 * 3600) -> None:
+        """On every rank but global rank 0: wait until rank 0 has prepared the tokenizer and every
+        domain (the files this rank's `prepare_data` would otherwise write itself)."""
+        started = time.monotonic()
+        while not self._is_prepared():
+            if time.monotonic() - started > timeout_s:
+                raise SourceError(
+                    f"data.dir: {self.root}: global rank 0 did not prepare the data within "
+                    f"{timeout_s:.0f} s"
+                )
+            time.sleep(poll_s)
+        self.prepare_data()  # reads what rank 0 wrote
+
+    def _is_prepared(self) -> bool:
+        raw = [s for s in self.domains.values() if not is_prepared(s.source)]
+        path = tokenizer_file(self.config.tokenizer, self.root, raw)
+        if bpe_vocab_size(self.config.tokenizer) is not None and not path.is_file():
+            return False
+        return all(
+            is_prepared(
+                dataset_path(
+                    self.root,
+                    spec,
+                    self.tokenizer,
+                    self.config.split_seed,
+                    self.config.shard_tokens,
+                )
+            )
+            for spec in raw
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.mixture is not None:

@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,11 @@ _worker: dict[str, Any] = {}
 def _init_worker(tokenizer_json: str, eod: int, dtype: str, in_process: bool = False) -> None:
     if not in_process:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core instead
+        # A forked worker inherits the job's handlers: submitit's ignores SIGTERM (the pool's
+        # terminate() would then wait forever) and a SLURM time-limit warning is the parent's.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for warning in (signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(warning, signal.SIG_IGN)
     _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), eod=eod, dtype=dtype)
 
 
@@ -348,13 +354,14 @@ def run_prepare(cfg: Any) -> dict[str, PreparedDomain]:
 
 
 def main() -> None:
-
     import hydra
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig)
 
-    @hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+
+    @hydra.main(version_base="1.3", config_path=conf, config_name="prepare")
     def _main(cfg: Any) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             return run_prepare(cfg)
@@ -365,4 +372,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the module's own functions, not this __main__ copy of them: the tokenizing pool pickles
+    # `_encode` by its module's name, and a submitit job's __main__ is submitit's
+    from cpt.data import prepare
+
+    prepare.main()

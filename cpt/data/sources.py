@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cpt.data.corpora import package_docs, package_files, python_code, python_docs, stdlib_files
+from cpt.data.digests import file_digests
 from cpt.errors import UserError
 
 BUILTIN = {"python-docs": python_docs, "python-code": python_code, "package-docs": package_docs}
@@ -203,19 +204,38 @@ def source_fields(spec: SourceSpec) -> dict[str, object]:
 
 
 def fingerprint(spec: SourceSpec) -> str:
-    """Changes whenever the documents of `spec` may have changed (cheap: no file is read)."""
-    h = hashlib.sha256(json.dumps(source_fields(spec), sort_keys=True).encode())
+    """Changes whenever the documents of `spec` may have changed: for files and dataset folders,
+    their names relative to the source's folder and their bytes (`cpt.data.digests`), not where
+    the folder lies or when the files were touched."""
+    fields_, files = source_fields(spec), []
+    if spec.kind == "files":
+        root = Path(glob_root(spec.source)).expanduser()
+        files = resolve_files(spec.source)
+        fields_["source"] = str(Path(spec.source).expanduser().relative_to(root))
+    elif spec.kind == "hf":  # a dataset folder saved to disk, or a hub id (no files here)
+        root = Path(spec.source.removeprefix("hf:")).expanduser()
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        if files:
+            fields_["source"] = "hf:"
+    if files:
+        names = [str(p.relative_to(root)) for p in files]
+        fields_["files"] = list(zip(names, file_digests(files)))
+    h = hashlib.sha256(json.dumps(fields_, sort_keys=True).encode())
     if spec.kind == "builtin":
         h.update(sys.version.encode())
         for path in BUILTIN_FILES[spec.source]():
             h.update(f"{path}:{path.stat().st_size}".encode())
-    elif spec.kind == "files":
-        for path in resolve_files(spec.source):
-            st = path.stat()
-            h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    else:
-        folder = Path(spec.source.removeprefix("hf:")).expanduser()
-        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-            if path.is_file():
-                h.update(f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+def glob_root(pattern: str) -> str:
+    """The folder a path or glob starts from: its parts before the first wildcard (a file's own
+    folder)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    root = Path(*fixed) if fixed else Path(".")
+    return str(root.parent if len(fixed) == len(parts) else root)

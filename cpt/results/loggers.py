@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from cpt.files import write_text_atomic, written_atomically
 from cpt.results.columns import overrides_as_columns, recorded, summary_columns
 from cpt.results.naming import short_dirname
+from cpt.scale.launch import launch
 
 
 def wandb_api_key_configured() -> bool:
@@ -105,5 +112,56 @@ def wandb_logger(
         group=group or job.get("group"),
         tags=list(tags or []) + job.get("tags", []),
         mode=mode,
-        **kwargs,
+        **{"id": run_id(Path(save_dir)), "resume": "allow", **kwargs},
     )
+
+
+def run_id(folder: Path) -> str | None:
+    """The wandb run of this run folder: made once (by global rank 0, the one that logs) and kept
+    in `wandb-id.txt`, so that a resumed or requeued run continues the same wandb run."""
+    path = folder / "wandb-id.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    if not launch().is_global_zero:
+        return None
+    made = uuid.uuid4().hex[:8]
+    write_text_atomic(path, made + "\n")
+    return made
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSV logger continuing the run folder's `metrics.csv` (Lightning's deletes it when
+    the folder is not empty): a resumed run's rows follow those logged before its checkpoint."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _ContinuingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = next(csv.reader(handle), [])
+
+
+def keep_metrics_until(folder: Path, step: int) -> None:
+    """Before a run resumes from its checkpoint at `step`: drop the rows it logged after it (a run
+    killed between checkpoints logged steps it now trains again)."""
+    path = folder / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows, header = list(reader), reader.fieldnames or []
+    kept = [r for r in rows if not r.get("step") or int(float(r["step"])) <= step]
+    if len(kept) == len(rows):
+        return
+    with written_atomically(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(kept)

@@ -102,7 +102,7 @@ def resolve_resume(resume: str | None, out: Path) -> str | None:
         return resume
     # checkpoints are written atomically (temporary file or folder, then rename): any *.ckpt,
     # a file or a sharded folder, is complete
-    candidates = [*(out / "checkpoints").glob("*.ckpt"), *out.glob("hpc_ckpt_*.ckpt")]
+    candidates = list((out / "checkpoints").glob("*.ckpt"))
     candidates.sort(key=lambda p: p.stat().st_mtime)
     return str(candidates[-1]) if candidates else None
 
@@ -197,7 +197,16 @@ def take(output_dir: str) -> Built | None:
 
 
 class Preflight(HydraCallback):
-    """Hydra calls `on_run_start` with the composed config before it creates the run folder."""
+    """Hydra calls `on_run_start` with the composed config before it creates the run folder, and
+    `on_multirun_start` in the launching process before it submits any job."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from cpt.scale.submit import check_grid
+
+        try:
+            check_grid(config)
+        except UserError as err:
+            exit_with(err)  # nothing submitted
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = os.path.abspath(str(config.hydra.run.dir))
@@ -216,6 +225,7 @@ class Preflight(HydraCallback):
 
 
 def finished_and_skipped(cfg: DictConfig) -> bool:
-    """`skip_finished=true` and the output folder holds a finished run (not resumed)."""
+    """`skip_finished=true` and the output folder holds a finished run (not one resumed from a
+    named checkpoint): launching a grid again, with `resume=auto`, finishes only what did not."""
     done = Path(str(cfg.output_dir)) / "summary.json"
-    return bool(cfg.get("skip_finished")) and cfg.get("resume") is None and done.is_file()
+    return bool(cfg.get("skip_finished")) and cfg.get("resume") in (None, "auto") and done.is_file()

@@ -95,3 +95,21 @@ def peak_tflops_of(accelerator: str) -> float:
 def memory_gb_of(accelerator: str) -> float | None:
     known = ACCELERATORS.get(accelerator.upper())
     return known.memory_gb if known else None
+
+
+def checkpoint_disk(
+    arch: Any,
+    precision: str,
+    steps: int,
+    every: int | None,
+    keep_last: int | None,
+    keep_steps: list[int],
+) -> dict[str, float]:
+    """Checkpoints a run keeps and the disk they take: each holds the weights and AdamW's two
+    moments (4 + 8 bytes per parameter, 2 + 4 in `*-true` 16-bit precision), whole or sharded."""
+    n = arch.num_parameters()
+    each = n * (6 if precision_of(precision).low_weights else 12)
+    saved = list(range(every, steps + 1, every)) if every else []
+    newest = saved[-keep_last:] if keep_last else saved
+    kept = len(set(newest) | (set(saved) & set(keep_steps))) + 1  # and last.ckpt
+    return {"saved": len(saved), "kept": kept, "gb_each": each / 1e9, "gb_total": kept * each / 1e9}

@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from cpt.callbacks import Replay, Rewarm
+from cpt.checkpoints.retention import KeepCheckpoints
 from cpt.config import ConfigError
 from cpt.data.mixture import Mixture, MixtureSource
 from cpt.run import estimates
@@ -96,6 +97,7 @@ def plan_run(cfg: DictConfig, options: PlanOptions, overrides: list[str]) -> dic
         "mfu": options.mfu,
         "peak_tflops": options.peak_tflops,
         "memory_gib": memory,
+        "checkpoints": _checkpoints(built),
     }
     result["problems"] = _problems(config.schedule, result, options)
     return result
@@ -150,6 +152,21 @@ def _epochs(config: Any, tokens: dict[str, int]) -> dict[str, float]:
         if size:
             epochs[name] = drawn / size
     return epochs
+
+
+def _checkpoints(built: Built) -> dict[str, float] | None:
+    """What the run's periodic checkpoints keep on disk (`KeepCheckpoints`), if it saves any."""
+    keep = next((c for c in built.callbacks if isinstance(c, KeepCheckpoints)), None)
+    if keep is None:
+        return None
+    return estimates.checkpoint_disk(
+        built.initial.config,
+        str(built.trainer_args.get("precision", "32-true")),
+        built.geometry.max_steps,
+        keep._every_n_train_steps,
+        keep.keep_last,
+        keep.keep_steps,
+    )
 
 
 def _memory(built: Built) -> dict[str, float]:

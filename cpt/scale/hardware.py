@@ -93,6 +93,14 @@ def _external_tasks_per_node() -> tuple[str, int] | None:
         return "torchrun", int(os.environ["LOCAL_WORLD_SIZE"])
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    if SLURMEnvironment.detect() and "SLURM_NTASKS_PER_NODE" in os.environ:
+    if not SLURMEnvironment.detect():
+        return None
+    if "SLURM_NTASKS_PER_NODE" in os.environ:
         return "SLURM", int(os.environ["SLURM_NTASKS_PER_NODE"].split("(")[0])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # Lightning would refuse it after files exist
+        raise ValueError(
+            f"trainer.devices: the SLURM job has --ntasks={os.environ['SLURM_NTASKS']} without "
+            "--ntasks-per-node; Lightning places ranks by tasks per node: submit with "
+            "--ntasks-per-node=<processes per node> (and --nodes)"
+        )
     return None

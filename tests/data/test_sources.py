@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import pytest
 
 from cpt.data.prepare import DomainSpec, prepare_domain
-from cpt.data.sources import SourceError, SourceSpec, documents
+from cpt.data.sources import SourceError, SourceSpec, documents, fingerprint
 from tests.helpers import SAMPLE_TEXTS, jsonl_lines, write_jsonl
 
 
@@ -82,3 +83,24 @@ def test_unknown_format_and_missing_field(tmp_path, small_tokenizer):
     with pytest.raises(SourceError, match=r"c.jsonl:1: no text field 'text'"):
         prepare_domain(tmp_path / "d", DomainSpec(str(tmp_path / "c.jsonl")), small_tokenizer)
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_the_fingerprint_follows_the_contents_not_the_folder_or_the_clock(
+    tmp_path, small_tokenizer
+):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(2):
+        (corpus / f"part{i}.jsonl").write_text(jsonl_lines(SAMPLE_TEXTS[i * 10 : (i + 1) * 10]))
+    spec = DomainSpec(str(corpus / "*.jsonl"), val_tokens=40)
+    first, before = prepare_domain(tmp_path / "data", spec, small_tokenizer), fingerprint(spec)
+    moved = tmp_path / "elsewhere" / "corpus"
+    moved.parent.mkdir()
+    corpus.rename(moved)
+    for path in moved.iterdir():
+        os.utime(path, (1, 1))  # re-synced: the same bytes, another time
+    again = DomainSpec(str(moved / "*.jsonl"), val_tokens=40)
+    assert fingerprint(again) == before
+    assert prepare_domain(tmp_path / "data", again, small_tokenizer).path == first.path
+    (moved / "part1.jsonl").write_text(jsonl_lines(SAMPLE_TEXTS[10:19]))  # one document less
+    assert prepare_domain(tmp_path / "data", again, small_tokenizer).path != first.path

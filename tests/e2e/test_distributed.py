@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -365,3 +366,37 @@ def test_weights_gathered_in_bf16_train_close_to_fp32(runs, tmp_path, data_dir):
         assert got["final_val_loss"][domain] != pytest.approx(loss, abs=1e-6)  # bf16 did run
     master = weights(out, 6)
     assert all(v.dtype == torch.float32 for v in master.values())  # fp32 master weights
+
+
+def test_torchrun_ranks_train_as_one_process(runs, data_dir, tmp_path):
+    """Ranks from torchrun's RANK/WORLD_SIZE: one run folder for both (Hydra's default, from
+    torchrun's run id), the data prepared by rank 0, the numbers of one process."""
+    command = cli(tmp_path, data_dir, *COMMON, "trainer.max_steps=6", "trainer.accelerator=cpu")
+    command = [a for a in command if not a.startswith("hydra.run.dir=")]  # the default folder
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            *command[1:],
+            "trainer.devices=2",
+            "+trainer.strategy=ddp",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert output.count("rank 1 waited for global rank 0 to prepare the data") == 1
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert run.name.startswith("torchrun-")
+    both, one = summary(run), summary(runs["one"])
+    assert both["geometry"]["world_size"] == 2
+    for domain, loss in one["final_val_loss"].items():
+        assert both["final_val_loss"][domain] == pytest.approx(loss, abs=1e-4)
+    assert largest_difference(weights(run, 6), weights(runs["one"], 6)) < 1e-5

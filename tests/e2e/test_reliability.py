@@ -70,6 +70,7 @@ def test_non_finite_loss_skips_the_whole_step(tiny_run, monkeypatch):
         "trainer.max_steps=3",
         "trainer.accumulate_grad_batches=2",
         "callbacks.checkpoint.every_n_train_steps=1",
+        "callbacks.checkpoint.keep_last=null",
         "callbacks.checkpoint.save_last=false",
     )
     summary = run(cfg)
@@ -291,6 +292,7 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, data_dir):
         "+trainer.strategy=ddp",
         "optim.on_nonfinite=skip",
         "callbacks.checkpoint.every_n_train_steps=1",
+        "callbacks.checkpoint.keep_last=null",
         "+callbacks.nan._target_=tests.helpers.NaNOnRank",
     )
     assert summary["skipped_steps"] == 1

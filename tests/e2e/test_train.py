@@ -121,7 +121,7 @@ def test_ckpt_init_starts_cpt_while_resume_continues(tiny_run, tmp_path):
     resumed = tiny_run(f"resume={last}", "trainer.max_steps=6", out="resumed")
     third = run(resumed)
     assert third["steps"] == 6 and third["tokens"] == 6 * 4 * 32
-    assert third["initial_val_loss"] == {}
+    assert third["initial_val_loss"] == first["initial_val_loss"]  # kept in the checkpoint
     assert adam_steps(Path(resumed.output_dir) / "checkpoints" / "last.ckpt") == 6
     steps = [int(r["step"]) for r in metrics(Path(resumed.output_dir)) if r["train/loss"]]
     assert len(steps) == 2 and min(steps) >= 4  # only the two new steps were trained
