@@ -25,7 +25,7 @@ def check_grid(cfg: Any) -> None:
     resume = cfg.get("resume")
     if resume != "auto":
         raise ConfigError(
-            f"resume: {resume!r} on a SLURM launcher; expected resume=auto (or cluster=slurm): "
+            "resume: null on a SLURM launcher; expected resume=auto (or cluster=slurm): "
             "its jobs are requeued at their time limit and each resumes its own folder"
             if resume is None
             else f"resume: {resume} names one checkpoint for every job of the grid; expected "

@@ -304,3 +304,24 @@ def documents(prepared: Any) -> list[bytes]:
         ends = [*prepared.offsets(split), len(tokens)]
         found += [tokens[a:b].tobytes() for a, b in zip(ends, ends[1:])]
     return found
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("hydra.launcher.cpus_per_task=64", "CPUs per node requested but the nodes of partition"),
+        ("hydra.launcher.nodes=3", "hydra.launcher.nodes: 3 requested but partition"),
+        ("hydra.launcher.gpus_per_node=1", "hydra.launcher.gpus_per_node: 1 requested"),
+        ("hydra.launcher.partition=nosuch", "partition nosuch has no nodes"),
+    ],
+)
+def test_a_job_larger_than_the_partition_is_refused_before_submitting(
+    cluster, tmp_path, override, message
+):
+    done = subprocess.run(
+        [sys.executable, "-m", "cpt.train", "-m", "cluster=slurm_cpu", override, "seed=1,2",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO, env=cluster, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "sweep").exists()
