@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -53,3 +54,33 @@ def test_offline_runs_hold_the_flat_summary_and_the_overrides(sweep):
         assert run.config["callbacks.replay.fraction"] in (0.0, 0.5)
         assert "trainer.max_steps=4" in run.config["overrides"]
         assert run.exit_code == 0
+
+
+def test_a_run_folder_keeps_its_wandb_run(tmp_path, monkeypatch):
+    """A resumed or requeued run logs to the wandb run it started (its id in wandb-id.txt)."""
+    from cpt.results.loggers import wandb_logger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = wandb_logger(project="cpt", save_dir=str(tmp_path))
+    again = wandb_logger(project="cpt", save_dir=str(tmp_path))
+    made = (tmp_path / "wandb-id.txt").read_text().strip()
+    assert first._id == again._id == made and len(made) == 8
+    other = wandb_logger(project="cpt", save_dir=str(tmp_path / "other"))
+    assert other._id != made
+
+
+def test_a_resumed_run_continues_metrics_csv_after_its_checkpoint(tmp_path):
+    from cpt.results.loggers import CSVLogger, keep_metrics_until
+
+    first = CSVLogger(save_dir=str(tmp_path), name="", version="")
+    for step in range(6):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    first.save()
+    keep_metrics_until(tmp_path, 3)  # a run killed after step 5 resumes from its step-3 checkpoint
+    again = CSVLogger(save_dir=str(tmp_path), name="", version="")
+    for step in (4, 5):
+        again.log_metrics({"train/loss": 10.0 + step}, step=step)
+    again.save()
+    with (tmp_path / "metrics.csv").open() as handle:
+        rows = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(handle)]
+    assert rows == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0)]
