@@ -10,12 +10,13 @@ complaint comes out as one line naming the full key (`schedule.warmup: ...`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from cpt.analysis.dashboard import DashboardConfig
 from cpt.data.config import DataConfig
@@ -59,6 +60,8 @@ class TrainConfig:
     output_dir: str = MISSING
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed: expected a seed >= 0, got {self.seed}")
         init = self.init
         if init != "scratch" and not init.startswith(("hf:", "ckpt:")):
             raise ValueError(
@@ -109,7 +112,21 @@ def validate(cfg: DictConfig) -> TrainConfig:
         raise ConfigError(
             f"{missing[0]}: no value given (???); set it on the command line, e.g. {missing[0]}=..."
         )
+    _finite(cfg, "")
     return _typed(cfg, "")
+
+
+def _finite(node: Any, key: str) -> None:
+    """No setting of a run takes infinity or NaN: every number a user sets is finite."""
+    if isinstance(node, DictConfig):
+        for name in node:
+            if name != "hydra" and not OmegaConf.is_missing(node, name):
+                _finite(node[name], f"{key}.{name}" if key else str(name))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _finite(item, f"{key}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{key}: expected a finite number, got {node}")
 
 
 def _typed(node: DictConfig, key: str) -> Any:

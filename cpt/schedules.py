@@ -177,6 +177,10 @@ class ScheduleSpec:
             raise ValueError(f"unit: expected steps or tokens, got {self.unit!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio: expected a value in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 < self.constant_lr_ratio <= 1.0:
+            raise ValueError(
+                f"constant_lr_ratio: expected a value in (0, 1], got {self.constant_lr_ratio}"
+            )
         if not self.timescale > 0:
             raise ValueError(f"timescale: expected a positive value, got {self.timescale}")
         if self.cooldown_shape not in ("cosine", "inverse_sqrt"):

@@ -54,8 +54,17 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     """Train as `cfg` says (with the objects `built` from it, else built here); returns the
-    summary that is also written to `summary.json`."""
+    summary that is also written to `summary.json`. Inside a SLURM job, its time-limit warning
+    is taken from the start (`cpt.scale.requeue`), data preparation included."""
     built = built or preflight.build(cfg)
+    time_limit = TimeLimit().install()
+    try:
+        return _run(cfg, built, time_limit)
+    finally:
+        time_limit.uninstall()
+
+
+def _run(cfg: DictConfig, built: Built, time_limit: TimeLimit) -> dict[str, Any]:
     config, geometry = built.config, built.geometry
     out = Path(config.output_dir)
     L.seed_everything(config.seed, workers=True)
@@ -91,7 +100,6 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
     loggers = preflight.instantiate_all(cfg.logger, "logger")
     for logger in loggers:
         logger.log_hyperparams(run_config(resolved))
-    time_limit = TimeLimit().install()
     trainer = L.Trainer(
         **built.trainer_args,
         callbacks=built.callbacks,
@@ -141,7 +149,6 @@ def run(cfg: DictConfig, built: Built | None = None) -> dict[str, Any]:
         finished = True
         return summary
     finally:
-        time_limit.uninstall()
         _finish_wandb(loggers, finished, time_limit.signalled is not None)
 
 

@@ -24,6 +24,26 @@ class RunPart(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
 
+def expect(ok: bool, key: str, expected: str, value: Any) -> None:
+    """A callback's field check: `ValueError("<key>: expected <expected>, got <value>")`."""
+    if not ok:
+        raise ValueError(f"{key}: expected {expected}, got {value!r}")
+
+
+def is_count(value: Any, low: int = 1) -> bool:
+    """An int (not a bool) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_dense(key: str, dense: list[list[int]]) -> None:
+    """A dense-then-sparse schedule: [[until, every], ...], `until` rising, both counts."""
+    pairs = [list(p) for p in dense]
+    ok = all(len(p) == 2 and is_count(p[0]) and is_count(p[1]) for p in pairs) and all(
+        a[0] < b[0] for a, b in zip(pairs, pairs[1:])
+    )
+    expect(ok, key, "[[until, every], ...] with counts >= 1 and rising `until`", dense)
+
+
 class CPTCallback(L.Callback):
     """A Lightning callback that takes part in the protocol (both methods optional to override)."""
 

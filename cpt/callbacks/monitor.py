@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 
-from cpt.callbacks.base import CPTCallback
+from cpt.callbacks.base import CPTCallback, check_dense, expect, is_count
 
 DENSE = [[20, 1], [200, 5]]  # every step to 20, every 5 to 200
 
@@ -98,7 +98,9 @@ class CurveMonitor(CPTCallback):
     prefix = ""  # a point is logged as <prefix>/<name>
     gap_prefix = ""  # the gap metrics as <gap_prefix>/<name>/<key>
 
-    def __init__(self, dense: list[list[int]] | None, every: int) -> None:
+    def __init__(self, dense: list[list[int]] | None, every: int, key: str) -> None:
+        check_dense(f"{key}.dense", dense if dense is not None else DENSE)
+        expect(is_count(every), f"{key}.every", "a step count >= 1", every)
         self.dense = [list(p) for p in (dense if dense is not None else DENSE)]
         self.every = every
         self.curves: dict[str, list[tuple[int, float, float]]] = {}

@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 
-from cpt.callbacks.base import CPTCallback
+from cpt.callbacks.base import CPTCallback, expect, is_count
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class PartialFreeze(CPTCallback):
             raise ValueError(
                 "callbacks.partial_freeze: give either trainable patterns or half=true"
             )
+        expect(is_count(seed, 0), "callbacks.partial_freeze.seed", "a seed >= 0", seed)
         self.patterns = [re.compile(p) for p in (trainable or [])]
         self.half, self.seed = half, seed
         self.frozen: list[str] = []

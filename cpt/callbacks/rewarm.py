@@ -19,7 +19,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from cpt import schedules
-from cpt.callbacks.base import CPTCallback
+from cpt.callbacks.base import CPTCallback, expect, is_count
 from cpt.run.geometry import BatchGeometry
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,20 @@ class Rewarm(CPTCallback):
             raise ValueError(
                 f"optimizer_state {optimizer_state!r} unknown; expected one of {OPTIMIZER_STATES}"
             )
+        key = "callbacks.rewarm"
+        expect(init == "scratch" or str(init).startswith(("hf:", "ckpt:")), f"{key}.init",
+               "scratch, hf:<...> or ckpt:<...> (the run's init)", init)  # fmt: skip
+        expect(max_lr > 0, f"{key}.max_lr", "a positive learning rate", max_lr)
+        expect(is_count(warm_steps, 0), f"{key}.warm_steps", "a step count >= 0", warm_steps)
+        expect(
+            warm_steps == 0 or optimizer_state == "warm", f"{key}.warm_steps",
+            "0 unless optimizer_state=warm (it has nothing to act on)", warm_steps,
+        )  # fmt: skip
+        expect(
+            optimizer_state != "load" or str(init).startswith("ckpt:"), f"{key}.optimizer_state",
+            "fresh or warm without a cpt checkpoint to load it from (init=ckpt:...)",
+            optimizer_state,
+        )  # fmt: skip
         spec = _plain(schedule)
         self.spec = (
             spec if isinstance(spec, schedules.ScheduleSpec) else schedules.ScheduleSpec(**spec)

@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from cpt.callbacks.base import expect, is_count
 from cpt.callbacks.monitor import CurveMonitor
 
 
@@ -39,7 +40,8 @@ class StabilityGap(CurveMonitor):
         plot: bool = True,
         output_dir: str | None = None,
     ) -> None:
-        super().__init__(dense, every)
+        super().__init__(dense, every, "callbacks.stability_gap")
+        expect(is_count(batches), "callbacks.stability_gap.batches", "a count >= 1", batches)
         self.batches, self.plot, self.output_dir = batches, plot, output_dir
         self._fixed: list[tuple[str, list[Any]]] = []
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning as L
 
+from cpt.callbacks.base import expect, is_count
 from cpt.callbacks.monitor import CurveMonitor
 from cpt.run.geometry import BatchGeometry
 
@@ -42,7 +43,11 @@ class TaskEval(CurveMonitor):
         batch_size: int = 32,
         domains: list[str] | None = None,
     ) -> None:
-        super().__init__(dense, every)
+        super().__init__(dense, every, "callbacks.task_eval")
+        key = "callbacks.task_eval"
+        expect(is_count(batch_size), f"{key}.batch_size", "a count >= 1", batch_size)
+        expect(num_fewshot is None or is_count(num_fewshot, 0), f"{key}.num_fewshot",
+               "a count >= 0 or null", num_fewshot)  # fmt: skip
         self.tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         self.include_path, self.limit, self.num_fewshot = include_path, limit, num_fewshot
         self.at_validation, self.batch_size = at_validation, batch_size

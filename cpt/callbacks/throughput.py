@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from cpt.callbacks.base import CPTCallback
+from cpt.callbacks.base import CPTCallback, expect, is_count
 from cpt.models.registry import matmul_parameters
 from cpt.scale.hardware import accelerator_named
 
@@ -45,6 +45,11 @@ def default_peak_tflops(device: torch.device) -> float | None:
 
 class Throughput(CPTCallback):
     def __init__(self, window: int = 20, peak_tflops: float | None = None) -> None:
+        expect(is_count(window), "callbacks.throughput.window", "a step count >= 1", window)
+        expect(
+            peak_tflops is None or peak_tflops > 0,
+            "callbacks.throughput.peak_tflops", "a positive TFLOP/s or null", peak_tflops,
+        )  # fmt: skip
         self.window, self.peak_tflops = window, peak_tflops
         self._times: list[tuple[float, int]] = []
         self._flops_per_token = 0.0

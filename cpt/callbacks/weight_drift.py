@@ -16,12 +16,14 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
-from cpt.callbacks.base import CPTCallback
+from cpt.callbacks.base import CPTCallback, expect, is_count
 from cpt.module import local
 
 
 class WeightDrift(CPTCallback):
     def __init__(self, every: int = 50, depth: int = 3) -> None:
+        expect(is_count(every), "callbacks.weight_drift.every", "a step count >= 1", every)
+        expect(is_count(depth), "callbacks.weight_drift.depth", "a count >= 1", depth)
         self.every, self.depth = every, depth
         self._start: dict[str, torch.Tensor] = {}
         self.drift: dict[str, float] = {}

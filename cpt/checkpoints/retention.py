@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from cpt.callbacks.base import expect, is_count
 from cpt.run.geometry import BatchGeometry
 
 STEP = re.compile(r"step(\d+)\.ckpt$")
@@ -25,13 +26,15 @@ class KeepCheckpoints(ModelCheckpoint):
     def __init__(
         self, keep_last: int | None = 2, keep_steps: list[int] | None = None, **kwargs: Any
     ) -> None:
+        key, every = "callbacks.checkpoint", kwargs.get("every_n_train_steps")
+        expect(every is None or is_count(every, 0), f"{key}.every_n_train_steps",
+               "a step count >= 0 (0: last.ckpt only) or null", every)  # fmt: skip
+        expect(keep_last is None or is_count(keep_last), f"{key}.keep_last",
+               "a count >= 1 or null (all)", keep_last)  # fmt: skip
+        steps = list(keep_steps or [])
+        expect(all(is_count(s, 0) for s in steps), f"{key}.keep_steps", "step numbers >= 0", steps)
         # its own folder: a resumed run writes last.ckpt again, not last-v1.ckpt beside it
         super().__init__(**{"save_top_k": -1, "enable_version_counter": False, **kwargs})
-        if keep_last is not None and (isinstance(keep_last, bool) or keep_last < 1):
-            raise ValueError(f"keep_last: expected a count >= 1 or null (all), got {keep_last!r}")
-        steps = list(keep_steps or [])
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
-            raise ValueError(f"keep_steps: expected step numbers >= 0, got {steps!r}")
         self.keep_last, self.keep_steps = keep_last, sorted(set(steps))
         self.deleted: list[str] = []
 

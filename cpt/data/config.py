@@ -66,6 +66,9 @@ class DataConfig:
     split_seed: int = 1234  # picks the held-out documents: a property of the data, not of the run
 
     def __post_init__(self) -> None:
+        for key, low in (("split_seed", 0), ("num_workers", 0), ("prepare_workers", 1)):
+            if getattr(self, key) < low:
+                raise ValueError(f"{key}: expected a count >= {low}, got {getattr(self, key)}")
         if not self.domains:
             raise ValueError(
                 "domains: no domain configured; expected at least one (name: {source: ...})"

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, open_dict, read_write
 
-from cpt.callbacks import Rewarm
+from cpt.callbacks import Replay, Rewarm
 from cpt.callbacks.base import RunPart
 from cpt.checkpoints.files import datamodule_state
 from cpt.config import ConfigError, TrainConfig, validate
-from cpt.errors import UserError, exit_with
+from cpt.errors import UserError, exit_with, one_line
 from cpt.models.hf import CheckpointError
 from cpt.run.geometry import BatchGeometry
 from cpt.run.initial import InitialModel, architecture, check_resumable, initial_model
@@ -67,6 +67,9 @@ def build(cfg: DictConfig, *, plan: bool = False) -> Built:
             "choose another folder, resume=auto, or overwrite=true"
         )
     callbacks = build_callbacks(cfg.callbacks, geometry)
+    check_targets(cfg.logger, "logger")  # instantiated only in the run: they write files
+    for replay in (c for c in callbacks if isinstance(c, Replay)):
+        check_replay(replay, config.data)
     trainer_args = trainer_arguments(cfg.trainer, geometry)
     # a resume then restores all state; a plan needs the architecture only
     initial = (architecture if plan else initial_model)(config.init, config.model.name)
@@ -86,6 +89,35 @@ def build(cfg: DictConfig, *, plan: bool = False) -> Built:
         if domain.seen_by is not None and not plan
     }
     return Built(config, geometry, callbacks, trainer_args, initial, resume, seen)
+
+
+def check_targets(group: DictConfig, key: str) -> None:
+    """Every `_target_` of a group names something importable (found, not called)."""
+    for name, entry in group.items():
+        if entry and "_target_" in entry:
+            try:
+                get_object(entry["_target_"])
+            except Exception:  # noqa: BLE001 (Hydra's ImportError or its own wrapping)
+                raise ConfigError(
+                    f"{key}.{name}._target_: {entry['_target_']!r} cannot be imported; expected "
+                    "a class or function path"
+                ) from None
+
+
+def check_replay(replay: Replay, data: Any) -> None:
+    """The replayed source is a domain, and not the only one the run trains on (replay draws its
+    fraction from another domain than the trained ones)."""
+    if replay.source not in data.domains:
+        raise ConfigError(
+            f"callbacks.replay.source: {replay.source!r} is not a domain; "
+            f"expected one of {list(data.domains)}"
+        )
+    if not [name for name, weight in data.weights.items() if name != replay.source and weight > 0]:
+        raise ConfigError(
+            f"callbacks.replay.source: {replay.source} is the only domain the run trains on "
+            "(data.train / data.mixture); expected another domain to replay, e.g. "
+            "data.train=downstream callbacks.replay.source=upstream"
+        )
 
 
 def _keyed(make: Any, prefix: str = "") -> Any:
@@ -109,6 +141,7 @@ def resolve_resume(resume: str | None, out: Path) -> str | None:
 
 def build_callbacks(group: DictConfig, geometry: BatchGeometry) -> list[Any]:
     """The callbacks, each checked against the geometry (`check`, the callback protocol)."""
+    check_targets(group, "callbacks")
     callbacks = instantiate_all(group, "callbacks")
     if sum(isinstance(c, Rewarm) for c in callbacks) != 1:
         raise ConfigError(
@@ -132,7 +165,11 @@ def instantiated(entry: DictConfig, key: str) -> Any:
         return instantiate(entry)
     except Exception as err:
         cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
-        raise ConfigError(f"{key}: {cause}") from None
+        raise ConfigError(f"{key}: {one_line(cause)}") from None
+
+
+# Lightning's accelerator names
+ACCELERATOR_NAMES = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
 def _count(low: int) -> Any:
@@ -161,6 +198,7 @@ TRAINER_VALUES = {
         "a value >= 0 or null",
     ),
     "precision": (lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}"),
+    "accelerator": (lambda v: str(v) in ACCELERATOR_NAMES, f"one of {list(ACCELERATOR_NAMES)}"),
 }
 
 

@@ -63,8 +63,10 @@ def test_a_grid_holds_only_the_points_its_recipe_names():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path):
+def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path, upstream_checkpoint):
     cfg = compose_experiment(name, *FAST, f"data.dir={data_dir}", f"output_dir={tmp_path / 'run'}")
+    if cfg.callbacks.rewarm.optimizer_state == "load":  # the next task: from a cpt checkpoint
+        cfg.init = cfg.callbacks.rewarm.init = f"ckpt:{upstream_checkpoint}"
     for domain in set(cfg.data.domains) - {"upstream", "downstream"}:  # SMALL_DATA's caps
         cfg.data.domains[domain].max_docs, cfg.data.domains[domain].val_tokens = 40, 2048
     if cfg.data.mixture:  # a recipe training on a mixture keeps it (the built-in domains match)
@@ -88,7 +90,7 @@ def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path):
 @pytest.mark.parametrize(
     "name", [n for n in EXPERIMENTS if n.startswith(("gupta", "ibrahim", "guo"))]
 )
-def test_every_grid_point_of_every_recipe_validates(name, tmp_path):
+def test_every_grid_point_of_every_recipe_validates(name, tmp_path, upstream_checkpoint):
     """Each job of the recipe's `-m` grid composes and passes the checks (no data, no download)."""
     cfg = compose_experiment(name, hydra=True)
     params = cfg.hydra.sweeper.params or {}
@@ -99,6 +101,11 @@ def test_every_grid_point_of_every_recipe_validates(name, tmp_path):
         points = [p + [f"{key}={v}"] for p in points for v in str(values).split(",")]
     for point in points:
         job = compose_experiment(name, *point, "init=scratch", f"output_dir={tmp_path}")
+        if job.callbacks.rewarm.optimizer_state == "load":  # the next task: a cpt checkpoint,
+            if job.model.name == "tiny":  # one of its own model here (a twin)
+                job.init = job.callbacks.rewarm.init = f"ckpt:{upstream_checkpoint}"
+            else:  # none of the paper's model: its moments are loaded in the step runs above
+                job.callbacks.rewarm.optimizer_state = "fresh"
         # the corpora themselves are named by the user or streamed: checked elsewhere
         job.data.domains.upstream.source = "python-docs"
         job.data.domains.downstream.source = "python-code"

@@ -1,15 +1,17 @@
-"""The CPT techniques as callbacks: re-warming and optimizer states, replay, stability gap, drift."""
+"""Bad input is one line, before anything is written (cpt/run/build.py): callback values, options
+that cannot act, combinations that cannot work, non-finite numbers."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from cpt.config import ConfigError
+from cpt.run.build import build
 from cpt.train import run
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, cli
 
 
 def test_missing_rewarm_and_bad_callback_values(tiny_run):
@@ -82,3 +84,49 @@ def test_bad_values_fail_with_one_line_before_writing(tiny_run, tmp_path, overri
         run(cfg)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
     assert not Path(cfg.output_dir).exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("callbacks.rewarm.optimizer_state=load",),
+            "callbacks.rewarm.optimizer_state: expected fresh or warm without a cpt checkpoint",
+        ),
+        (
+            ("callbacks.rewarm.warm_steps=5",),
+            "callbacks.rewarm.warm_steps: expected 0 unless optimizer_state=warm",
+        ),
+        (
+            ("callbacks=cpt",),
+            "callbacks.replay.source: upstream is the only domain the run trains on",
+        ),
+        (
+            ("callbacks=[default,task_eval]", "callbacks.task_eval.tasks=[]"),
+            "at least one lm-eval task",
+        ),
+        (("optim.max_lr=inf",), "optim.max_lr: expected a finite number, got inf"),
+        (
+            ("callbacks.replay.fraction=nan", "callbacks=cpt", "data.train=downstream"),
+            "callbacks.replay.fraction: expected a finite number, got nan",
+        ),  # fmt: skip
+    ],
+)
+def test_options_that_cannot_act_and_combinations_that_cannot_work(tiny_run, overrides, message):
+    """An option with nothing to act on, a replay of the very domain the run trains on (the
+    shipped `callbacks=cpt` on the default data), a task callback without tasks, infinity."""
+    with pytest.raises(ConfigError, match=message):
+        build(tiny_run(*overrides))
+
+
+def test_the_command_line_refuses_a_replay_of_the_trained_domain_before_writing(tmp_path, data_dir):
+    done = subprocess.run(
+        cli(tmp_path / "run", data_dir, "callbacks=cpt"), cwd=REPO, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and not (tmp_path / "run").exists()
+    assert done.stderr.strip().splitlines() == [
+        "error: callbacks.replay.source: upstream is the only domain the run trains on "
+        "(data.train / data.mixture); expected another domain to replay, e.g. "
+        "data.train=downstream callbacks.replay.source=upstream"
+    ]

@@ -37,3 +37,18 @@ def test_flash_in_fp32_is_refused_where_flash_could_run(monkeypatch):
     distributed.check_hardware(  # and accepts bf16
         ModelOptions(attention="flash"), {"precision": "bf16-mixed", "accelerator": "cpu"}
     )
+
+
+def test_an_srun_job_without_tasks_per_node_is_refused(monkeypatch):
+    """Lightning places ranks by tasks per node and would refuse it after files exist."""
+    from cpt.scale.hardware import check_launchable
+
+    for key, value in {"SLURM_NTASKS": "2", "SLURM_JOB_ID": "9", "SLURM_JOB_NAME": "train",
+                       "SLURM_PROCID": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match=r"^trainer.devices: the SLURM job has --ntasks=2 without"):
+        check_launchable({"devices": 2, "accelerator": "cpu"}, on_gpu=False)
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    check_launchable({"devices": 2, "accelerator": "cpu"}, on_gpu=False)  # as srun started them
