@@ -368,6 +368,7 @@ def test_weights_gathered_in_bf16_train_close_to_fp32(runs, tmp_path, data_dir):
     assert all(v.dtype == torch.float32 for v in master.values())  # fp32 master weights
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_train_as_one_process(runs, data_dir, tmp_path):
     """Ranks from torchrun's RANK/WORLD_SIZE: one run folder for both (Hydra's default, from
     torchrun's run id), the data prepared by rank 0, the numbers of one process."""
