@@ -131,7 +131,9 @@ stop() {
         rm -f "$pid_file"
     done
     if [ -f "$DIR/run/munged.pid" ]; then
-        kill "$(cat "$DIR/run/munged.pid")" 2>/dev/null || true
+        pid=$(cat "$DIR/run/munged.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
         rm -f "$DIR/run/munged.pid"
     fi
     echo "SLURM stopped ($DIR)"
