@@ -11,23 +11,6 @@ from cpt.models import config_from_name
 from cpt.train import run
 from tests.helpers import random_llama
 
-# Published parameter counts.
-LLAMA_PARAMS = {
-    "tinyllama-1.1b": 1_100_048_384,
-    "open-llama-3b": 3_426_473_600,
-    "llama-2-7b": 6_738_415_616,
-    "llama-3-8b": 8_030_261_248,
-    "llama-3.2-1b": 1_235_814_400,
-    "qwen2.5-0.5b": 494_032_768,
-}
-LLAMA3_SCALING = {
-    "rope_type": "llama3",
-    "factor": 8.0,
-    "low_freq_factor": 1.0,
-    "high_freq_factor": 4.0,
-    "original_max_position_embeddings": 32,
-}
-
 
 def test_few_step_cpt_run_of_a_tiny_llama(tiny_run, tmp_path):
     summary = run(tiny_run("model=tiny-llama", "trainer.max_steps=3", out="scratch"))
