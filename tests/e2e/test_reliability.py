@@ -180,7 +180,7 @@ def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(
             *strategy,
             "trainer.max_steps=400",
             "callbacks.checkpoint.every_n_train_steps=1",
-            "callbacks.checkpoint.save_top_k=1",
+            "callbacks.checkpoint.keep_last=1",
         )
         process = subprocess.Popen(
             args,
