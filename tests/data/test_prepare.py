@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from cpt.data.prepare import DomainSpec, check_compatible, dataset_path, finalize, prepare_domain
 from cpt.data.sources import SourceError
@@ -58,17 +63,51 @@ def test_parts_prepared_apart_then_finalized(tmp_path, small_tokenizer):
         prepare_domain(tmp_path / "data", spec, small_tokenizer, part=0, num_parts=2, **small)
         finalize(tmp_path / "data", spec, small_tokenizer, num_parts=2, **small)
     prepare_domain(tmp_path / "data", spec, small_tokenizer, part=1, num_parts=2, **small)
+    with pytest.raises(SourceError, match="part-00000 was prepared with another num_parts"):
+        finalize(tmp_path / "data", spec, small_tokenizer, num_parts=1, **small)
     whole = finalize(tmp_path / "data", spec, small_tokenizer, num_parts=2, **small)
-    assert whole.meta["parts"] == 2
     train, val = whole.tokens("train"), whole.tokens("val")
     assert len(train) + len(val) == sum(
         len(small_tokenizer.encode(t).ids) + 1 for t in SAMPLE_TEXTS
     )
-    assert len(whole.meta["splits"]["train"]["shards"]) > 2  # bounded shards, across both parts
-    offsets = whole.offsets("train")
-    assert offsets[0] == 0 and np.all(np.diff(offsets) > 0) and offsets[-1] < len(train)
-    eod = whole.meta["eod_id"]
-    assert all(train[int(o) - 1] == eod for o in offsets[1:])  # every document ends with EOD
+    assert len(whole.meta["splits"]["train"]["shards"]) > 2  # bounded shards
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [whole.name]  # the parts are gone
+    one = prepare_domain(tmp_path / "one", spec, small_tokenizer, **small)
+    assert folder_bytes(whole.path) == folder_bytes(one.path)
+    # a part's job run again after the dataset is finalized (a requeued array task) does nothing
+    again = prepare_domain(tmp_path / "data", spec, small_tokenizer, part=0, num_parts=2, **small)
+    assert again.path == whole.path and folder_bytes(again.path) == folder_bytes(one.path)
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    docs_per_file=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    num_parts=st.integers(2, 7),
+    max_docs=st.one_of(st.none(), st.integers(2, 12)),
+    val_tokens=st.integers(1, 120),
+)
+def test_finalized_parts_equal_one_process_byte_for_byte(
+    small_tokenizer, docs_per_file, num_parts, max_docs, val_tokens
+):
+    """Any split into parts, more parts than files (empty parts) and a document cap included."""
+    assume(sum(docs_per_file) >= 2 and (max_docs is None or max_docs <= sum(docs_per_file)))
+    texts = iter(SAMPLE_TEXTS * 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for i, count in enumerate(docs_per_file):
+            (root / f"f{i}.jsonl").write_text(jsonl_lines([next(texts) for _ in range(count)]))
+        spec = DomainSpec(str(root / "f*.jsonl"), val_tokens=val_tokens, max_docs=max_docs)
+        small = {"shard_tokens": 64}
+        one = prepare_domain(root / "one", spec, small_tokenizer, **small)
+        for part in reversed(range(num_parts)):  # any order: each part is its own job
+            prepare_domain(root / "parts", spec, small_tokenizer, "", 1, part, num_parts, **small)
+        whole = finalize(root / "parts", spec, small_tokenizer, num_parts, **small)
+        assert whole.name == one.name
+        assert folder_bytes(whole.path) == folder_bytes(one.path)
 
 
 def test_interrupted_preparation_leaves_nothing_and_keeps_earlier_output(tmp_path, small_tokenizer):
