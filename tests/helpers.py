@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from cpt.checkpoints.files import read_lightning_checkpoint
@@ -168,3 +169,30 @@ class Slow(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         time.sleep(self.seconds)
+
+
+# ---- Megatron indexed datasets, written by the format's reference writer (megatron-core) ----
+def write_megatron(prefix: Path, documents: list[list[list[int]]], dtype: Any = np.uint16) -> Path:
+    """`documents`: each a list of sequences of token ids; returns the prefix."""
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
+    for sequences in documents:
+        flat = [t for seq in sequences for t in seq]
+        builder.add_document(torch.tensor(flat, dtype=torch.int64), [len(s) for s in sequences])
+    builder.finalize(f"{prefix}.idx")
+    return prefix
+
+
+def megatron_documents(prefix: Path) -> list[np.ndarray]:
+    """Every document's tokens as megatron-core's own reader gives them."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    dataset = IndexedDataset(str(prefix))
+    bounds = dataset.document_indices
+    return [
+        np.concatenate([dataset[s] for s in range(bounds[d], bounds[d + 1])] or [np.empty(0)])
+        for d in range(len(bounds) - 1)
+    ]

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from cpt.data.megatron import IndexedTokens, PythiaSteps
 from cpt.data.quality import QualityRule
 from cpt.data.shards import is_prepared
 from cpt.data.sources import SourceError, SourceSpec, check_source
@@ -20,13 +21,16 @@ from cpt.data.sources import SourceError, SourceSpec, check_source
 class DomainSpec(SourceSpec):
     """`data.domains.<name>`: the source's fields, then how much of it and how it trains."""
 
-    source: str = MISSING  # python-docs | python-code | package-docs | files (path or glob) | hf:<dataset> | a prepared folder
+    source: str = MISSING  # python-docs | python-code | package-docs | files (path or glob) | hf:<dataset> | megatron:<prefix> | a prepared folder
     max_docs: int | None = None  # use only the first documents of the source
     val_tokens: int = 32768  # held-out documents, fixed across runs
     # training only (the prepared files do not depend on these):
     max_tokens: int | None = None  # train on a fixed seeded subset of this many tokens (epochs)
     seen_by: str | None = None  # a checkpoint: replay only the windows that run trained on
     quality: QualityRule = field(default_factory=QualityRule)  # keep: train on the best windows
+    steps: PythiaSteps = field(
+        default_factory=PythiaSteps
+    )  # megatron: Pythia's steps [start, stop)
 
     def __post_init__(self) -> None:
         if self.source is MISSING or self.source == "???":
@@ -37,12 +41,29 @@ class DomainSpec(SourceSpec):
             raise ValueError(f"val_tokens: expected a positive count, got {self.val_tokens}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens: expected a positive count, got {self.max_tokens}")
+        if isinstance(self.steps, dict):
+            self.steps = PythiaSteps(**self.steps)
+        if self.steps.on:
+            if self.kind != "megatron":
+                raise ValueError(
+                    f"steps: Pythia training steps select from a pre-shuffled Megatron file; "
+                    f"expected source megatron:<prefix>, got {self.source!r}"
+                )
+            if self.max_docs is not None:
+                raise ValueError("max_docs: not with steps (the steps select the sequences)")
+
+    @property
+    def step_range(self) -> PythiaSteps | None:
+        """The Pythia steps this domain trains on, or None: every document."""
+        return self.steps if self.steps.on else None
 
     def check_readable(self) -> None:
         """The files or dataset the source names exist (a look at the file system, no reading)."""
         if not is_prepared(self.source):
             try:
                 check_source(self)
+                if self.kind == "megatron":  # both files, an index that describes the .bin
+                    IndexedTokens(self.source)
             except SourceError as err:
                 raise SourceError(f"source: {err}") from None
         if self.seen_by is not None and not Path(self.seen_by).expanduser().exists():
@@ -97,6 +118,11 @@ class DataConfig:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: expected a positive integer, got {getattr(self, key)}")
         for name, domain in self.domains.items():
+            if domain.steps.on and domain.steps.seq_len != self.seq_len:
+                raise ValueError(
+                    f"domains.{name}.steps.seq_len: {domain.steps.seq_len}, but data.seq_len is "
+                    f"{self.seq_len}; a window is one of the file's sequences: set them equal"
+                )
             if domain.max_tokens is not None and domain.max_tokens < self.seq_len:
                 raise ValueError(
                     f"domains.{name}.max_tokens: expected at least seq_len={self.seq_len}, "

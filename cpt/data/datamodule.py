@@ -191,6 +191,7 @@ class CPTDataModule(L.LightningDataModule):
             self.seq_len,
             prepared.offsets(split),
             self.config.document_aware,
+            prepared.window_stride,
         )
 
     def train_windows(self, name: str) -> TokenWindows:

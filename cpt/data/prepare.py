@@ -7,21 +7,21 @@ the tokenizer and the settings: an identical call reuses it, any change builds a
 happens in a temporary folder renamed at the end, so an interrupted run leaves nothing that looks
 complete and never touches earlier output.
 
-A corpus too large for one machine is prepared in parts (`part`, `num_parts`: files `part::num_parts`,
-each part a complete dataset of its own in `part-NNNNN/`); `finalize` then writes the dataset's
-index over all parts.
+A corpus too large for one machine is prepared in parts (`part`, `num_parts`: the k-th contiguous
+run of files or rows): each part only tokenizes, into `<dataset>.parts/part-NNNNN/`. `finalize` then
+holds out documents over the parts' documents in order, exactly as one process does, writes the
+dataset (byte for byte what one process writes) and removes the parts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import re
 import shutil
-import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING, OmegaConf
 from tokenizers import Tokenizer
-from tqdm.auto import tqdm
 
 from cpt.data.config import DataConfig, DomainSpec
+from cpt.data.encode import encode_documents
+from cpt.data.megatron import IndexedTokens, prepare_megatron
 from cpt.data.shards import (
     SPLITS,
     PreparedDomain,
@@ -46,8 +47,6 @@ from cpt.data.tokenizer import eod_id, resolve_tokenizer, tokenizer_hash
 from cpt.errors import reported
 
 FORMAT_VERSION = 2
-_BATCH_DOCS = 256
-_BATCH_CHARS = 1 << 17
 
 
 SEED, SHARD_TOKENS = 1234, 1 << 28  # defaults: the held-out documents' seed, 512 MB of uint16
@@ -59,8 +58,13 @@ def fingerprint(
     parts = {
         "format": FORMAT_VERSION,
         "source": source_fingerprint(spec),
+        # a Megatron pair: its contents (where it lies is in the source; re-preparing is cheap)
+        **(
+            {"indexed": IndexedTokens(spec.source).fingerprint()} if spec.kind == "megatron" else {}
+        ),
         "max_docs": spec.max_docs,
         "val_tokens": spec.val_tokens,
+        **({"steps": vars(spec.steps)} if spec.step_range else {}),  # others: names unchanged
         "seed": seed,
         "shard_tokens": shard_tokens,
         "tokenizer": tokenizer_hash(tokenizer),
@@ -90,66 +94,6 @@ def check_compatible(prepared: PreparedDomain, tokenizer: Tokenizer) -> Prepared
     return prepared
 
 
-# ---- worker processes: each holds its own tokenizer, built once from its JSON --------------------
-_worker: dict[str, Any] = {}
-
-
-def _init_worker(tokenizer_json: str, eod: int, dtype: str, in_process: bool = False) -> None:
-    if not in_process:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core instead
-        # A forked worker inherits the job's handlers: submitit's ignores SIGTERM (the pool's
-        # terminate() would then wait forever) and a SLURM time-limit warning is the parent's.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        for warning in (signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(warning, signal.SIG_IGN)
-    _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), eod=eod, dtype=dtype)
-
-
-def _encode(batch: list[str]) -> list[np.ndarray]:
-    tokenizer = _worker["tokenizer"]
-    # encode_batch_fast skips character offsets, which tokens on disk never need
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    encodings = encode(batch, add_special_tokens=False)
-    return [np.array([*e.ids, _worker["eod"]], dtype=_worker["dtype"]) for e in encodings]
-
-
-def _batches(docs: Iterator[str]) -> Iterator[list[str]]:
-    """Batches of similar size in characters, so that workers finish at about the same time."""
-    batch: list[str] = []
-    chars = 0
-    for doc in docs:
-        batch.append(doc)
-        chars += len(doc)
-        if len(batch) == _BATCH_DOCS or chars >= _BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
-
-
-def encode_documents(
-    docs: Iterator[str], tokenizer: Tokenizer, dtype: str, workers: int, desc: str
-) -> Iterator[np.ndarray]:
-    """Token arrays (EOD appended) in document order; `workers` > 1 encodes in processes."""
-    args = (tokenizer.to_str(), eod_id(tokenizer), dtype)
-    progress = tqdm(desc=f"tokenizing {desc}", unit="doc", smoothing=0.1)
-    if workers <= 1:
-        _init_worker(*args, in_process=True)
-        encoded = map(_encode, _batches(docs))
-        pool = None
-    else:
-        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=args)
-        encoded = pool.imap(_encode, _batches(docs), chunksize=1)
-    try:
-        for batch in encoded:
-            progress.update(len(batch))
-            yield from batch
-    finally:
-        progress.close()
-        if pool is not None:
-            pool.terminate()
-
-
 def prepare_domain(
     root: Path,
     spec: DomainSpec,
@@ -168,17 +112,27 @@ def prepare_domain(
     """
     check_source(spec)
     path = dataset_path(root, spec, tokenizer, seed, shard_tokens)
-    if num_parts > 1:
-        path = path / f"part-{part:05d}"
-    if is_prepared(path):
+    if is_prepared(path):  # also a part whose dataset was finalized: nothing left to do
         return load_prepared(path)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    if spec.kind == "megatron":  # already tokens: no parts, nothing copied
+        return _prepare_megatron(path, spec, tokenizer, seed, shard_tokens)
+    if num_parts > 1:
+        path = parts_folder(path) / f"part-{part:05d}"
+        if is_prepared(path):
+            return load_prepared(path)
     dtype = "uint16" if vocab <= np.iinfo(np.uint16).max + 1 else "uint32"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    meta = {
+        "format": FORMAT_VERSION,
+        "source": spec.source,
+        "fingerprint": fingerprint(spec, tokenizer, seed, shard_tokens),
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "vocab_size": vocab,
+        "eod_id": eod_id(tokenizer),
+        "dtype": dtype,
+        "spec": {**source_fields(spec), "max_docs": spec.max_docs, "val_tokens": spec.val_tokens},
+    }
+    with _building(path) as tmp:
         docs = documents(spec, spec.max_docs, part, num_parts)
         everything = ShardWriter(tmp, "all", dtype, shard_tokens)
         lengths = []
@@ -186,35 +140,64 @@ def prepare_domain(
             everything.write(tokens)
             lengths.append(len(tokens))
         everything.close()
-        if len(lengths) < 2:
-            raise SourceError(
-                f"{spec.source}: {len(lengths)} non-empty documents; expected at least 2 "
-                "(one for training, one for validation)"
-            )
         lengths_arr = np.array(lengths, dtype=np.int64)
-        val_share = spec.val_tokens // num_parts + (part < spec.val_tokens % num_parts)
-        is_val = choose_validation(lengths_arr, max(val_share, 1), seed + part)
-        stream = ShardedTokens([tmp / s["file"] for s in everything.shards], dtype)
-        meta = _write_splits(tmp, stream, lengths_arr, is_val, dtype, shard_tokens)
-        for shard in everything.shards:
-            (tmp / shard["file"]).unlink()
-        meta.update(
-            format=FORMAT_VERSION,
-            source=spec.source,
-            fingerprint=fingerprint(spec, tokenizer, seed, shard_tokens),
-            tokenizer_hash=tokenizer_hash(tokenizer),
-            vocab_size=vocab,
-            eod_id=eod_id(tokenizer),
-            dtype=dtype,
-            spec={
-                **source_fields(spec),
-                "max_docs": spec.max_docs,
-                "val_tokens": spec.val_tokens,
-            },
-            part=[part, num_parts],
-            split_seed=seed,
-        )
+        if num_parts > 1:  # tokens only: the split is made over all parts by `finalize`
+            np.save(tmp / "lengths.npy", lengths_arr)
+            meta.update(part=[part, num_parts], shards=everything.shards)
+        else:
+            stream = ShardedTokens([tmp / s["file"] for s in everything.shards], dtype)
+            meta = _split(tmp, stream, lengths_arr, spec, seed, shard_tokens, dtype) | meta
+            for shard in everything.shards:
+                (tmp / shard["file"]).unlink()
+        meta["split_seed"] = seed
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return load_prepared(path)
+
+
+def _prepare_megatron(
+    path: Path, spec: DomainSpec, tokenizer: Tokenizer, seed: int, shard_tokens: int
+) -> PreparedDomain:
+    indexed = IndexedTokens(spec.source)
+    eod = eod_id(tokenizer)
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    indexed.check_tokenizer(
+        vocab, eod, str(tokenizer.id_to_token(eod)), packed=spec.step_range is not None
+    )
+    meta = {
+        "format": FORMAT_VERSION,
+        "source": spec.source,
+        "fingerprint": fingerprint(spec, tokenizer, seed, shard_tokens),
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "vocab_size": vocab,
+        "eod_id": eod,
+        "dtype": indexed.dtype.name,
+        "spec": {
+            **source_fields(spec),
+            "max_docs": spec.max_docs,
+            "val_tokens": spec.val_tokens,
+            "steps": None if spec.step_range is None else vars(spec.steps),
+        },
+        "split_seed": seed,
+    }
+    with _building(path) as tmp:
+        prepare_megatron(tmp, spec, indexed, seed, choose_validation, meta)
+    return load_prepared(path)
+
+
+def parts_folder(path: Path) -> Path:
+    """Where the parts of the dataset at `path` are tokenized until `finalize` merges them."""
+    return path.with_name(path.name + ".parts")
+
+
+@contextmanager
+def _building(path: Path) -> Iterator[Path]:
+    """A temporary folder renamed to `path` when the block completes; removed whatever happens."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
         try:
             tmp.rename(path)
         except OSError:  # another process finished the same folder first: keep theirs
@@ -222,7 +205,24 @@ def prepare_domain(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return load_prepared(path)
+
+
+def _split(
+    folder: Path,
+    stream: ShardedTokens,
+    lengths: np.ndarray,
+    spec: DomainSpec,
+    seed: int,
+    shard_tokens: int,
+    dtype: str,
+) -> dict[str, Any]:
+    if len(lengths) < 2:
+        raise SourceError(
+            f"{spec.source}: {len(lengths)} non-empty documents; expected at least 2 "
+            "(one for training, one for validation)"
+        )
+    is_val = choose_validation(lengths, spec.val_tokens, seed)
+    return _write_splits(folder, stream, lengths, is_val, dtype, shard_tokens)
 
 
 def choose_validation(lengths: np.ndarray, val_tokens: int, seed: int) -> np.ndarray:
@@ -280,36 +280,31 @@ def finalize(
     seed: int = SEED,
     shard_tokens: int = SHARD_TOKENS,
 ) -> PreparedDomain:
-    """Write the index of a dataset prepared in `num_parts` parts; every part must be complete."""
+    """Write the dataset of `num_parts` tokenized parts as one process would have written it."""
     path = dataset_path(root, spec, tokenizer, seed, shard_tokens)
     if is_prepared(path):
         return load_prepared(path)
-    parts = [path / f"part-{i:05d}" for i in range(num_parts)]
+    parts = [parts_folder(path) / f"part-{i:05d}" for i in range(num_parts)]
     missing = [p.name for p in parts if not is_prepared(p)]
     if missing:
         raise SourceError(f"{path}: parts not prepared yet: {', '.join(missing[:5])}")
     loaded = [load_prepared(p) for p in parts]
-    meta = {k: v for k, v in loaded[0].meta.items() if k not in ("splits", "part")}
-    meta["splits"], meta["parts"] = {}, num_parts
-    tmp = path / f".index.tmp-{os.getpid()}"
-    tmp.mkdir(exist_ok=True)
-    for split in SPLITS:
-        shards, offsets, base, documents_count = [], [], 0, 0
-        for part in loaded:
-            info = part.meta["splits"][split]
-            shards += [
-                {"file": f"{part.name}/{s['file']}", "tokens": s["tokens"]} for s in info["shards"]
-            ]
-            offsets.append(part.offsets(split) + base)
-            base += info["tokens"]
-            documents_count += info["documents"]
-        np.save(tmp / f"{split}.idx.npy", np.concatenate(offsets))
-        meta["splits"][split] = {"tokens": base, "documents": documents_count, "shards": shards}
-    for split in SPLITS:
-        (tmp / f"{split}.idx.npy").replace(path / f"{split}.idx.npy")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (tmp / "meta.json").replace(path / "meta.json")  # last: the index is complete only now
-    tmp.rmdir()
+    wrong = [p.name for p in loaded if p.meta.get("part") != [int(p.name[5:]), num_parts]]
+    if wrong:
+        raise SourceError(
+            f"{parts_folder(path)}: {wrong[0]} was prepared with another num_parts; "
+            f"expected parts of num_parts={num_parts}"
+        )
+    lengths = np.concatenate([np.load(p.path / "lengths.npy") for p in loaded])
+    if spec.max_docs is not None:  # each part kept its first max_docs: the whole keeps its own
+        lengths = lengths[: spec.max_docs]
+    files = [p.path / s["file"] for p in loaded for s in p.meta["shards"]]
+    meta = {k: v for k, v in loaded[0].meta.items() if k not in ("part", "shards")}
+    with _building(path) as tmp:
+        stream = ShardedTokens(files, meta["dtype"])
+        meta = _split(tmp, stream, lengths, spec, seed, shard_tokens, meta["dtype"]) | meta
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(parts_folder(path), ignore_errors=True)
     return load_prepared(path)
 
 
@@ -345,12 +340,19 @@ def run_prepare(cfg: Any) -> dict[str, PreparedDomain]:
             done[name] = prepare_domain(
                 root, spec, tokenizer, name, data.prepare_workers, cfg.part, cfg.num_parts, **layout
             )
-        info = done[name].meta["splits"]
-        print(
-            f"{name}: {done[name].path}  train {info['train']['tokens']:,} tokens / "
-            f"{info['train']['documents']:,} docs, val {info['val']['tokens']:,} tokens"
-        )
+        print(f"{name}: {done[name].path}  {_counts(done[name])}")
     return done
+
+
+def _counts(prepared: PreparedDomain) -> str:
+    if "splits" not in prepared.meta:  # one part, tokenized, waiting for `finalize`
+        lengths = prepared.lengths()
+        return f"part {prepared.meta['part'][0]}: {lengths.sum():,} tokens / {len(lengths):,} docs"
+    info = prepared.meta["splits"]
+    return (
+        f"train {info['train']['tokens']:,} tokens / {info['train']['documents']:,} docs, "
+        f"val {info['val']['tokens']:,} tokens"
+    )
 
 
 def main() -> None:
@@ -372,8 +374,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # run the module's own functions, not this __main__ copy of them: the tokenizing pool pickles
-    # `_encode` by its module's name, and a submitit job's __main__ is submitit's
+    # run the module's own functions, not this __main__ copy of them: a launcher pickles the task
+    # function by its module's name, and a submitit job's __main__ is submitit's
     from cpt.data import prepare
 
     prepare.main()

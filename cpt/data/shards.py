@@ -59,7 +59,18 @@ class ShardedTokens:
     """Several shard files read as one flat array: `len()`, `read(start, stop)`."""
 
     def __init__(self, paths: list[Path], dtype: str) -> None:
-        self.arrays = [np.memmap(p, dtype=dtype, mode="r") for p in paths if p.stat().st_size]
+        arrays = [np.memmap(p, dtype=dtype, mode="r") for p in paths if p.stat().st_size]
+        self._set(arrays, dtype)
+
+    @classmethod
+    def of(cls, arrays: list[np.ndarray], dtype: str) -> ShardedTokens:
+        """Arrays already open (pieces of one memory map: a Megatron source's runs)."""
+        stream = cls.__new__(cls)
+        stream._set([a for a in arrays if len(a)], dtype)
+        return stream
+
+    def _set(self, arrays: list[np.ndarray], dtype: str) -> None:
+        self.arrays = arrays
         self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
         self.dtype = np.dtype(dtype)
 
@@ -101,11 +112,24 @@ class PreparedDomain:
         return self.path.name
 
     def tokens(self, split: str) -> ShardedTokens:
+        if "megatron" in self.meta:  # read in place from the source's .bin
+            from cpt.data.megatron import runs_view
+
+            return ShardedTokens.of(runs_view(self.meta, self.path, split), self.meta["dtype"])
         files = [self.path / shard["file"] for shard in self.meta["splits"][split]["shards"]]
         return ShardedTokens(files, self.meta["dtype"])
 
+    @property
+    def window_stride(self) -> int | None:
+        """Tokens between window starts when fixed by the data (Pythia's 2049-token sequences)."""
+        return self.meta.get("window_stride")
+
     def offsets(self, split: str) -> np.ndarray:
         return np.load(self.path / f"{split}.idx.npy")
+
+    def lengths(self) -> np.ndarray:
+        """A part's document lengths (a part is tokenized, not yet split: `prepare.finalize`)."""
+        return np.load(self.path / "lengths.npy")
 
 
 def load_prepared(path: Path) -> PreparedDomain:

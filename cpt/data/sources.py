@@ -5,7 +5,9 @@ A source is named by one string:
 - a path or glob of files: `.jsonl` / `.json` (plain, `.gz` or `.zst`), `.parquet`, `.txt` / `.md`
   (one document per file); JSON and parquet documents are read from the `text_field`;
 - `hf:<hub name or saved folder>`: a Hugging Face `datasets` dataset (`hf_config`, `split`,
-  `streaming` for large ones), loaded only when a config names one.
+  `streaming` for large ones), loaded only when a config names one;
+- `megatron:<path prefix>`: a Megatron indexed dataset (`.bin` + `.idx`), already tokenized and
+  read in place (`cpt.data.megatron`).
 A source can be split into independent parts (by file, or by dataset shard) for preparation on
 several machines.
 """
@@ -45,7 +47,7 @@ class SourceError(UserError, ValueError):
 class SourceSpec:
     """Where a domain's documents come from (the first fields of `data.domains.<name>`)."""
 
-    source: str  # python-docs | python-code | package-docs | files or a glob | hf:<dataset> | a prepared folder
+    source: str  # python-docs | python-code | package-docs | files or a glob | hf:<dataset> | megatron:<prefix> | a prepared folder
     text_field: str = "text"
     hf_config: str | None = None
     split: str = "train"
@@ -57,6 +59,8 @@ class SourceSpec:
             return "builtin"
         if self.source.startswith("hf:"):
             return "hf"
+        if self.source.startswith("megatron:"):
+            return "megatron"
         return "files"
 
 
@@ -155,7 +159,7 @@ def _hf_dataset(spec: SourceSpec, part: int, num_parts: int):
     if text_field_missing(data, spec.text_field):
         raise SourceError(f"{spec.source}: no text field {spec.text_field!r}")
     if num_parts > 1:
-        data = data.shard(num_shards=num_parts, index=part)
+        data = data.shard(num_shards=num_parts, index=part, contiguous=True)
     return data
 
 
@@ -167,7 +171,8 @@ def text_field_missing(data, text_field: str) -> bool:
 def documents(
     spec: SourceSpec, max_docs: int | None = None, part: int = 0, num_parts: int = 1
 ) -> Iterator[str]:
-    """The non-empty documents of `spec` (of one part of it) in a fixed order."""
+    """The non-empty documents of `spec` in a fixed order; part k of N is the k-th contiguous run of
+    files (or rows), so the parts' documents in part order are the documents of the whole."""
     if spec.kind == "builtin":
         docs: Iterator[str] = BUILTIN[spec.source]() if part == 0 else iter(())
     elif spec.kind == "hf":
@@ -175,8 +180,11 @@ def documents(
         docs = (
             _text_of(row, spec.text_field, f"{spec.source} row {i}") for i, row in enumerate(data)
         )
+    elif spec.kind == "megatron":
+        raise SourceError(f"{spec.source}: a Megatron source holds tokens, not documents to read")
     else:
-        files = resolve_files(spec.source)[part::num_parts]
+        files = resolve_files(spec.source)
+        files = files[len(files) * part // num_parts : len(files) * (part + 1) // num_parts]
         docs = (doc for path in files for doc in _file_documents(path, spec.text_field))
     count = 0
     for doc in docs:

@@ -1,6 +1,7 @@
 """Fixed windows of `seq_len + 1` tokens over a split's token stream.
 
-Inputs are `w[:-1]`, targets `w[1:]`; consecutive windows share one boundary token. In the
+Inputs are `w[:-1]`, targets `w[1:]`; consecutive windows share one boundary token (or, with
+`stride = seq_len + 1`, none: the fixed sequences of a pre-shuffled Pythia file). In the
 document-aware mode a window also carries, per input position, the document it belongs to
 (`segment_ids`, 0 for the first one in the window) and its position inside that document
 (`position_ids`), so attention and rotary positions can restart at every document boundary.
@@ -20,6 +21,7 @@ class TokenWindows(Dataset):
         seq_len: int,
         offsets: np.ndarray | None = None,
         document_aware: bool = False,
+        stride: int | None = None,
     ) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -29,7 +31,10 @@ class TokenWindows(Dataset):
         self.seq_len = seq_len
         self.offsets = offsets
         self.document_aware = document_aware
-        self.num_windows = max(0, (len(tokens) - 1) // seq_len)
+        self.stride = stride or seq_len  # seq_len + 1: windows share no token (Pythia sequences)
+        if self.stride < seq_len:
+            raise ValueError(f"stride must be >= seq_len={seq_len}, got {self.stride}")
+        self.num_windows = max(0, (len(tokens) - seq_len - 1) // self.stride + 1)
 
     def __len__(self) -> int:
         return self.num_windows
@@ -37,7 +42,7 @@ class TokenWindows(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.num_windows:
             raise IndexError(index)
-        start = index * self.seq_len
+        start = index * self.stride
         window = np.asarray(self.tokens[start : start + self.seq_len + 1], dtype=np.int64)
         item = {"input_ids": torch.from_numpy(window)}
         if self.document_aware:
