@@ -122,16 +122,7 @@ def prepare_domain(
         if is_prepared(path):
             return load_prepared(path)
     dtype = "uint16" if vocab <= np.iinfo(np.uint16).max + 1 else "uint32"
-    meta = {
-        "format": FORMAT_VERSION,
-        "source": spec.source,
-        "fingerprint": fingerprint(spec, tokenizer, seed, shard_tokens),
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "vocab_size": vocab,
-        "eod_id": eod_id(tokenizer),
-        "dtype": dtype,
-        "spec": {**source_fields(spec), "max_docs": spec.max_docs, "val_tokens": spec.val_tokens},
-    }
+    meta = _meta(spec, tokenizer, seed, shard_tokens, dtype)
     with _building(path) as tmp:
         docs = documents(spec, spec.max_docs, part, num_parts)
         everything = ShardWriter(tmp, "all", dtype, shard_tokens)
@@ -154,6 +145,22 @@ def prepare_domain(
     return load_prepared(path)
 
 
+def _meta(
+    spec: DomainSpec, tokenizer: Tokenizer, seed: int, shard_tokens: int, dtype: str
+) -> dict[str, Any]:
+    """What every prepared folder's meta.json says of its source, tokenizer and settings."""
+    return {
+        "format": FORMAT_VERSION,
+        "source": spec.source,
+        "fingerprint": fingerprint(spec, tokenizer, seed, shard_tokens),
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+        "eod_id": eod_id(tokenizer),
+        "dtype": dtype,
+        "spec": {**source_fields(spec), "max_docs": spec.max_docs, "val_tokens": spec.val_tokens},
+    }
+
+
 def _prepare_megatron(
     path: Path, spec: DomainSpec, tokenizer: Tokenizer, seed: int, shard_tokens: int
 ) -> PreparedDomain:
@@ -163,22 +170,9 @@ def _prepare_megatron(
     indexed.check_tokenizer(
         vocab, eod, str(tokenizer.id_to_token(eod)), packed=spec.step_range is not None
     )
-    meta = {
-        "format": FORMAT_VERSION,
-        "source": spec.source,
-        "fingerprint": fingerprint(spec, tokenizer, seed, shard_tokens),
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "vocab_size": vocab,
-        "eod_id": eod,
-        "dtype": indexed.dtype.name,
-        "spec": {
-            **source_fields(spec),
-            "max_docs": spec.max_docs,
-            "val_tokens": spec.val_tokens,
-            "steps": None if spec.step_range is None else vars(spec.steps),
-        },
-        "split_seed": seed,
-    }
+    meta = _meta(spec, tokenizer, seed, shard_tokens, indexed.dtype.name)
+    meta["spec"]["steps"] = None if spec.step_range is None else vars(spec.steps)
+    meta["split_seed"] = seed
     with _building(path) as tmp:
         prepare_megatron(tmp, spec, indexed, seed, choose_validation, meta)
     return load_prepared(path)
