@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from cpt.data.megatron import IndexedTokens, PythiaSteps
+from cpt.data.megatron import PythiaSteps, open_indexed
 from cpt.data.quality import QualityRule
 from cpt.data.shards import is_prepared
 from cpt.data.sources import SourceError, SourceSpec, check_source
@@ -63,7 +63,7 @@ class DomainSpec(SourceSpec):
             try:
                 check_source(self)
                 if self.kind == "megatron":  # both files, an index that describes the .bin
-                    IndexedTokens(self.source)
+                    open_indexed(self.source)
             except SourceError as err:
                 raise SourceError(f"source: {err}") from None
         if self.seen_by is not None and not Path(self.seen_by).expanduser().exists():

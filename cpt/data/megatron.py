@@ -25,6 +25,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,26 @@ class IndexedTokens:
                 "expected data.tokenizer to be the tokenizer the file was written with (and "
                 "documents written with their end-of-document token)"
             )
+
+
+def open_indexed(source: str | Path) -> IndexedTokens:
+    """The pair a source names, parsed and checked once per version of its files: the name of the
+    prepared folder, its preparation and every waiting rank's poll all ask for it."""
+    prefix = str(Path(str(source).removeprefix(PREFIX)).expanduser())
+    try:
+        key = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in _pair(prefix))
+    except OSError:
+        return IndexedTokens(prefix)  # a missing file: the constructor says which, in one line
+    return _opened(prefix, key)
+
+
+def _pair(prefix: str) -> tuple[Path, Path]:
+    return Path(prefix + ".idx"), Path(prefix + ".bin")
+
+
+@lru_cache(maxsize=16)
+def _opened(prefix: str, key: tuple) -> IndexedTokens:
+    return IndexedTokens(prefix)
 
 
 def prepare_megatron(

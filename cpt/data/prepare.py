@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 
 from cpt.data.config import DataConfig, DomainSpec
 from cpt.data.encode import encode_documents
-from cpt.data.megatron import IndexedTokens, prepare_megatron
+from cpt.data.megatron import open_indexed, prepare_megatron
 from cpt.data.shards import (
     SPLITS,
     PreparedDomain,
@@ -59,9 +59,7 @@ def fingerprint(
         "format": FORMAT_VERSION,
         "source": source_fingerprint(spec),
         # a Megatron pair: its contents (where it lies is in the source; re-preparing is cheap)
-        **(
-            {"indexed": IndexedTokens(spec.source).fingerprint()} if spec.kind == "megatron" else {}
-        ),
+        **({"indexed": open_indexed(spec.source).fingerprint()} if spec.kind == "megatron" else {}),
         "max_docs": spec.max_docs,
         "val_tokens": spec.val_tokens,
         **({"steps": vars(spec.steps)} if spec.step_range else {}),  # others: names unchanged
@@ -114,9 +112,9 @@ def prepare_domain(
     path = dataset_path(root, spec, tokenizer, seed, shard_tokens)
     if is_prepared(path):  # also a part whose dataset was finalized: nothing left to do
         return load_prepared(path)
-    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     if spec.kind == "megatron":  # already tokens: no parts, nothing copied
         return _prepare_megatron(path, spec, tokenizer, seed, shard_tokens)
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     if num_parts > 1:
         path = parts_folder(path) / f"part-{part:05d}"
         if is_prepared(path):
@@ -164,7 +162,7 @@ def _meta(
 def _prepare_megatron(
     path: Path, spec: DomainSpec, tokenizer: Tokenizer, seed: int, shard_tokens: int
 ) -> PreparedDomain:
-    indexed = IndexedTokens(spec.source)
+    indexed = open_indexed(spec.source)
     eod = eod_id(tokenizer)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     indexed.check_tokenizer(
