@@ -72,8 +72,7 @@ def parse(argv: list[str]) -> dict[str, Any]:
 
 def load(args: dict[str, Any]) -> tuple[Any, Any]:
     """The model (eval mode, on its device) and its tokenizer."""
-    from tokenizers import Tokenizer
-
+    from cpt.data.tokenizer import load_tokenizer
     from cpt.models.registry import build_model
     from cpt.run.initial import initial_model, load_into
 
@@ -94,7 +93,7 @@ def load(args: dict[str, Any]) -> tuple[Any, Any]:
     device = args["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), Tokenizer.from_file(str(tokenizer))
+    return model.to(device).eval(), load_tokenizer(str(tokenizer))  # with its config's start token
 
 
 def evaluate(args: dict[str, Any]) -> tuple[dict[str, Any], Path]:

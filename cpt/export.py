@@ -5,8 +5,10 @@ The checkpoint is a `.ckpt` file or a sharded checkpoint folder (FSDP), read who
 The folder loads with `transformers.AutoModelForCausalLM.from_pretrained(folder)` as the family's
 own class (`GPTNeoXForCausalLM`; `LlamaForCausalLM`, `Qwen2ForCausalLM` or `MistralForCausalLM` for
 the Llama family), so a continued model can be evaluated by any tool that reads Hugging Face
-checkpoints. The run's `tokenizer.json` (saved
-beside `checkpoints/` by `cpt.train`) is copied along unless `--tokenizer` names another.
+checkpoints. The run's `tokenizer.json` (saved beside `checkpoints/` by `cpt.train`), or the one
+`--tokenizer` names, goes along with the files that declare its special tokens
+(`tokenizer_config.json`, `special_tokens_map.json`, `generation_config.json`): `AutoTokenizer`
+and `generate` then know `bos`, `eos` and `pad` (`cpt/data/hf_tokenizer.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from cpt.checkpoints.files import checkpoint_config, model_state, read_lightning_checkpoint
+from cpt.data.hf_tokenizer import write_tokenizer_files
 from cpt.errors import reported
 from cpt.models.hf import CheckpointError, load_weights, to_hf
 from cpt.models.registry import build_model
@@ -30,7 +33,10 @@ def export(checkpoint: str | Path, folder: str | Path, tokenizer: str | Path | N
         tokenizer = beside_run if beside_run.is_file() else None
     elif not Path(tokenizer).is_file():
         raise CheckpointError(f"--tokenizer {tokenizer}: no such file")
-    return to_hf(model, folder, tokenizer_file=tokenizer)
+    folder = to_hf(model, folder)
+    if tokenizer is not None:
+        write_tokenizer_files(tokenizer, folder, model.config.max_position_embeddings)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
+from cpt.data.hf_tokenizer import write_tokenizer_files
 from cpt.data.sources import SourceSpec, documents
 from cpt.data.tokenizer import train_bpe
 from cpt.models.hf import to_hf
@@ -59,7 +60,10 @@ def main() -> None:
         texts = [d for name in ("python-docs", "python-code") for d in documents(SourceSpec(name))]
         tokenizer = train_bpe(texts, 4096, Path(tmp) / "tokenizer.json")
         model = build_model(config_from_name(args.model)).eval()
-        folder = to_hf(model, Path(tmp) / "hf", tokenizer_file=Path(tmp) / "tokenizer.json")
+        folder = to_hf(model, Path(tmp) / "hf")
+        write_tokenizer_files(
+            Path(tmp) / "tokenizer.json", folder, model.config.max_position_embeddings
+        )
         ours = HarnessLM(model, tokenizer, batch_size=args.batch)
         theirs = HFLM(pretrained=str(folder), device="cpu", batch_size=args.batch)
         work = requests(args.requests)

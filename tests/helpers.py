@@ -196,3 +196,32 @@ def megatron_documents(prefix: Path) -> list[np.ndarray]:
         np.concatenate([dataset[s] for s in range(bounds[d], bounds[d + 1])] or [np.empty(0)])
         for d in range(len(bounds) - 1)
     ]
+
+
+def llama_style_tokenizer(folder: Path, texts: list[str], style: str = "llama3") -> Path:
+    """A byte-level BPE with Llama's special tokens, trained offline, in `folder`: `llama3` puts
+    `<|begin_of_text|>` before every text by its post-processor (as Llama 3's tokenizer.json does);
+    `llama2` has `<s>`/`</s>` and says `add_bos_token: true` in a tokenizer_config.json beside it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    bos, eos = ("<|begin_of_text|>", "<|end_of_text|>") if style == "llama3" else ("<s>", "</s>")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=[bos, eos],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    if style == "llama3":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, 0)]
+        )
+    else:
+        config = {"add_bos_token": True, "bos_token": bos, "eos_token": eos}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder / "tokenizer.json"

@@ -16,7 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from cpt.data.tokenizer import eod_id
+from cpt.data.tokenizer import eod_id, start_id
 
 _BATCH_DOCS = 256
 _BATCH_CHARS = 1 << 17
@@ -24,7 +24,9 @@ _BATCH_CHARS = 1 << 17
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_json: str, eod: int, dtype: str, in_process: bool = False) -> None:
+def _init_worker(
+    tokenizer_json: str, start: list[int], eod: int, dtype: str, in_process: bool = False
+) -> None:
     if not in_process:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core instead
         # A forked worker inherits the job's handlers: submitit's ignores SIGTERM (the pool's
@@ -32,7 +34,7 @@ def _init_worker(tokenizer_json: str, eod: int, dtype: str, in_process: bool = F
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for warning in (signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(warning, signal.SIG_IGN)
-    _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), eod=eod, dtype=dtype)
+    _worker.update(tokenizer=Tokenizer.from_str(tokenizer_json), start=start, eod=eod, dtype=dtype)
 
 
 def _encode(batch: list[str]) -> list[np.ndarray]:
@@ -40,7 +42,8 @@ def _encode(batch: list[str]) -> list[np.ndarray]:
     # encode_batch_fast skips character offsets, which tokens on disk never need
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     encodings = encode(batch, add_special_tokens=False)
-    return [np.array([*e.ids, _worker["eod"]], dtype=_worker["dtype"]) for e in encodings]
+    start, eod, dtype = _worker["start"], _worker["eod"], _worker["dtype"]
+    return [np.array([*start, *e.ids, eod], dtype=dtype) for e in encodings]
 
 
 def _batches(docs: Iterator[str]) -> Iterator[list[str]]:
@@ -60,8 +63,10 @@ def _batches(docs: Iterator[str]) -> Iterator[list[str]]:
 def encode_documents(
     docs: Iterator[str], tokenizer: Tokenizer, dtype: str, workers: int, desc: str
 ) -> Iterator[np.ndarray]:
-    """Token arrays (EOD appended) in document order; `workers` > 1 encodes in processes."""
-    args = (tokenizer.to_str(), eod_id(tokenizer), dtype)
+    """Token arrays (the start token before, if the tokenizer has one; EOD after) in document
+    order; `workers` > 1 encodes in processes."""
+    start = start_id(tokenizer)
+    args = (tokenizer.to_str(), [] if start is None else [start], eod_id(tokenizer), dtype)
     progress = tqdm(desc=f"tokenizing {desc}", unit="doc", smoothing=0.1)
     if workers <= 1:
         _init_worker(*args, in_process=True)

@@ -43,7 +43,7 @@ from cpt.data.shards import (
 )
 from cpt.data.sources import SourceError, check_source, documents, source_fields
 from cpt.data.sources import fingerprint as source_fingerprint
-from cpt.data.tokenizer import eod_id, resolve_tokenizer, tokenizer_hash
+from cpt.data.tokenizer import eod_id, resolve_tokenizer, start_id, tokenizer_hash
 from cpt.errors import reported
 
 FORMAT_VERSION = 2
@@ -154,6 +154,7 @@ def _meta(
         "tokenizer_hash": tokenizer_hash(tokenizer),
         "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
         "eod_id": eod_id(tokenizer),
+        "start_id": start_id(tokenizer),
         "dtype": dtype,
         "spec": {**source_fields(spec), "max_docs": spec.max_docs, "val_tokens": spec.val_tokens},
     }

@@ -12,7 +12,6 @@ memory, not twice that.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,14 +252,9 @@ def from_hf(path_or_id: str, revision: str | None = None, attention: str = "sdpa
     return model
 
 
-def to_hf(
-    model: nn.Module,
-    folder: str | Path,
-    tokenizer_file: str | Path | None = None,
-    max_shard_bytes: int = MAX_SHARD_BYTES,
-) -> Path:
-    """Write `config.json`, the weights (sharded with an index beyond `max_shard_bytes`) and
-    `tokenizer.json`, as transformers reads them."""
+def to_hf(model: nn.Module, folder: str | Path, max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
+    """Write `config.json` and the weights (sharded with an index beyond `max_shard_bytes`), as
+    transformers reads them; `cpt.export` adds the tokenizer's files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     prefix, our_head, hf_head, _ = _NAMES[model.config.family]
@@ -289,6 +283,4 @@ def to_hf(
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (folder / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
-    if tokenizer_file is not None:
-        shutil.copyfile(tokenizer_file, folder / "tokenizer.json")
     return folder

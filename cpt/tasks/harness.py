@@ -25,7 +25,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tokenizers import Tokenizer
 from torch import nn
 
-from cpt.data.tokenizer import eod_id
+from cpt.data.tokenizer import eod_id, start_id
 
 Scored = tuple[float, bool]
 
@@ -48,11 +48,17 @@ class HarnessLM(TemplateLM):
         self.batch_size, self.logit_budget = batch_size, logit_budget
         self.max_length = model.config.max_position_embeddings
         self._eot = eod_id(tokenizer)
+        self._start = start_id(tokenizer)
 
     # ---- what lm-eval asks of a TemplateLM ---------------------------------------------------
     @property
     def eot_token_id(self) -> int:
         return self._eot
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The token before an empty context: the start token if the tokenizer has one."""
+        return self._eot if self._start is None else self._start
 
     @property
     def tokenizer_name(self) -> str:
@@ -61,7 +67,14 @@ class HarnessLM(TemplateLM):
     def tok_encode(
         self, string: str, add_special_tokens: bool | None = None, **kwargs
     ) -> list[int]:
-        return self.tokenizer_.encode(string, add_special_tokens=False).ids
+        """As lm-eval's `hf` model encodes: the start token first unless told otherwise or the
+        text already begins with it."""
+        ids = self.tokenizer_.encode(string, add_special_tokens=False).ids
+        if self._start is None or add_special_tokens is False:
+            return ids
+        if add_special_tokens is None and string.startswith(self.tok_decode([self._start])):
+            return ids
+        return [self._start, *ids]
 
     def tok_decode(self, tokens: list[int]) -> str:
         return self.tokenizer_.decode(tokens, skip_special_tokens=False)
