@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
 class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite (the `SaveOnFailure` callback sets `saved`)."""
 
+    kind = "nonfinite"  # names the checkpoint `SaveOnFailure` writes
+
     def __init__(self, loss: float, step: int) -> None:
         super().__init__(loss, step)
         self.loss, self.step = loss, step
@@ -41,6 +44,33 @@ class NonFiniteLossError(UserError, RuntimeError):
         )
 
 
+class LossSpikeError(NonFiniteLossError):
+    """The training loss rose above the spike rule's bound (`optim.on_spike=stop`)."""
+
+    kind = "spike"
+
+    def __init__(self, loss: float | None, step: int, bound: float | None) -> None:
+        super().__init__(loss, step)
+        self.bound = bound
+
+    def __str__(self) -> str:
+        where = (
+            f"the last good state is in {self.saved}"
+            if self.saved is not None
+            else "no checkpoint was saved (add callbacks.save_on_failure)"
+        )
+        what = (
+            "on another process"
+            if self.loss is None
+            else f"to {self.loss:.4f}, above the bound {self.bound:.4f}"
+        )
+        return (
+            f"train/loss spiked {what} at step {self.step} (optim.spike_margin nats over the "
+            f"mean of the last optim.spike_window losses); {where} "
+            "(optim.on_spike=skip skips such steps instead)"
+        )
+
+
 @dataclass
 class OptimConfig:
     """The `optim` config group: AdamW; the LR of every step comes from the schedule (`Rewarm`)."""
@@ -52,6 +82,11 @@ class OptimConfig:
     on_nonfinite: str = (
         "stop"  # stop (save the last good state, fail) | skip (count, skip the step)
     )
+    # a loss spike: a micro-batch's loss above the mean of the last `spike_window` ones (of this
+    # process) by `spike_margin` nats; off | skip (the whole optimizer step) | stop (as non-finite)
+    on_spike: str = "off"
+    spike_window: int = 100
+    spike_margin: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.max_lr > 0:
@@ -64,6 +99,12 @@ class OptimConfig:
             raise ValueError(f"betas: expected two values in [0, 1), got {list(self.betas)}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite: expected stop or skip, got {self.on_nonfinite!r}")
+        if self.on_spike not in ("off", "skip", "stop"):
+            raise ValueError(f"on_spike: expected off, skip or stop, got {self.on_spike!r}")
+        if isinstance(self.spike_window, bool) or not self.spike_window >= 2:
+            raise ValueError(f"spike_window: expected a count >= 2, got {self.spike_window}")
+        if not (self.spike_margin > 0 and math.isfinite(self.spike_margin)):
+            raise ValueError(f"spike_margin: expected nats > 0, got {self.spike_margin}")
 
 
 class CPTModule(L.LightningModule):
@@ -79,17 +120,21 @@ class CPTModule(L.LightningModule):
         loss: str = "chunked",
         activation_checkpointing: bool = False,
         compile: bool = False,
+        z_loss: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(config_from_dict(arch), attention=attention)
-        self.model.set_loss(loss)
+        self.model.set_loss(loss, z_loss)
         self.model.activation_checkpointing = activation_checkpointing
         self.domains = list(domains)
         self.sources = list(sources or domains)  # the training mixture's sources, by id
         self.tokens_seen = 0
         self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss (on_nonfinite=skip)
         self._bad_step = False  # a micro-batch of the current optimizer step had one
+        self.spikes = 0  # micro-batches the spike rule caught (optim.on_spike)
+        self._spike: tuple[float, float] | None = None  # (loss, bound) of this step's spike
+        self.recent_losses: deque[float] = deque(maxlen=int(optim.get("spike_window", 100)))
         self.last_val: dict[str, float] = {}
         self.initial_val: dict[str, float] = {}  # before the first step; kept in checkpoints
         self.last_val_step: int | None = None  # the optimizer step `last_val` was measured at
@@ -134,12 +179,34 @@ class CPTModule(L.LightningModule):
         self.tokens_seen += (ids.shape[0] * (ids.shape[1] - 1)) * self.trainer.world_size  # drawn
         if not torch.isfinite(loss):
             return self._non_finite(loss)
-        self.log("train/loss", loss, prog_bar=True)
+        if self.hparams.optim.get("on_spike", "off") != "off" and self._spiked(loss):
+            return loss * 0.0  # the step is skipped or stopped in optimizer_step, on every rank
+        z = self.model.z_term
+        if z is not None:  # train/loss stays the cross-entropy, comparable with runs without
+            self.log("train/z_loss", z)
+            self.log("train/loss", loss.detach() - z, prog_bar=True)
+        else:
+            self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log("train/tokens", float(self.tokens_seen))
         if len(self.sources) > 1 and "source" in batch:
             self._log_sources(per_sequence.detach(), batch["source"])
         return loss
+
+    def _spiked(self, loss: torch.Tensor) -> bool:
+        """Whether this micro-batch's loss is a spike: above the mean of the last
+        `spike_window` accepted losses by `spike_margin` (never before the window is full)."""
+        value, recent = float(loss.detach()), self.recent_losses
+        if len(recent) == recent.maxlen:
+            bound = sum(recent) / len(recent) + float(self.hparams.optim["spike_margin"])
+            if value > bound:
+                self.spikes += 1
+                self.log("train/spikes", float(self.spikes))
+                if self._spike is None:
+                    self._spike = (value, bound)
+                return True
+        recent.append(value)
+        return False
 
     def _non_finite(self, loss: torch.Tensor) -> torch.Tensor:
         """Mark the optimizer step to be skipped, or stop before it (`SaveOnFailure` saves)."""
@@ -210,15 +277,24 @@ class CPTModule(L.LightningModule):
         return self.device.type in ("cpu", "cuda") and not mixed
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure=None):
-        """With `on_nonfinite=skip`: a step any of whose micro-batches, on any rank, had a
-        non-finite loss changes nothing (no update, no moment, no weight decay); the step counter
-        (and with it the schedule and the data) moves on."""
-        if self.hparams.optim.get("on_nonfinite", "stop") != "skip":
+        """With `on_nonfinite=skip` or the spike rule on: a step any of whose micro-batches, on
+        any rank, had a non-finite loss or a spike changes nothing (no update, no moment, no
+        weight decay), and the step counter (and with it the schedule and the data) moves on;
+        or, with `on_spike=stop`, every rank stops before the step."""
+        optim = self.hparams.optim
+        spike_rule = optim.get("on_spike", "off") != "off"
+        if optim.get("on_nonfinite", "stop") != "skip" and not spike_rule:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         optimizer_closure()  # the last micro-batch's forward and backward
-        flag = torch.tensor(float(self._bad_step), device=self.device)
-        self._bad_step = False
-        if float(self.trainer.strategy.reduce(flag, reduce_op="sum")) > 0:
+        flags = torch.tensor(
+            [float(self._bad_step), float(self._spike is not None)], device=self.device
+        )
+        spike, self._bad_step, self._spike = self._spike, False, None
+        bad, spiked = (float(f) > 0 for f in self.trainer.strategy.reduce(flags, reduce_op="sum"))
+        if spiked and optim["on_spike"] == "stop":
+            loss, bound = spike or (None, None)  # None: another rank's spike
+            raise LossSpikeError(loss, self.global_step, bound)
+        if bad or spiked:
             optimizer.zero_grad(set_to_none=True)
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps))
@@ -246,12 +322,16 @@ class CPTModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["skipped_steps"] = self.skipped_steps
+        checkpoint["spikes"] = self.spikes
+        checkpoint["recent_losses"] = list(self.recent_losses)  # the spike rule's window
         checkpoint["accumulate"] = self.trainer.accumulate_grad_batches
         checkpoint["initial_val_loss"] = dict(self.initial_val)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self.spikes = int(checkpoint.get("spikes", 0))
+        self.recent_losses.extend(checkpoint.get("recent_losses") or [])
         self.initial_val = dict(checkpoint.get("initial_val_loss") or {})
         if self._trainer is not None:
             recount_batches(checkpoint, self.trainer.accumulate_grad_batches)

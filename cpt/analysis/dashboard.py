@@ -7,6 +7,9 @@ Views (a recipe names its defaults in `dashboard.views`; `--views` overrides the
   adaptation), and forgetting on both domains;
 - `gap`: the stability-gap monitor's curves over the first steps;
 - `tasks`: the in-loop task scores (`task/<task>/<metric>`) over steps;
+- `health`: training health over steps (`callbacks.health`, `model.z_loss`, `optim.on_spike`):
+  the gradient norm before clipping and whether it clipped, weight and update norms per AdamW
+  group, and the training loss beside the z-loss, spikes and skipped steps;
 - `table`: parallel coordinates over the swept keys and the summary metrics, which are also the
   runs table's pinned columns.
 The swept keys, domains and tasks come from the sweep itself: its runs' configs in wandb, or a local
@@ -27,7 +30,14 @@ from cpt.errors import UserError, exit_with
 from cpt.results.columns import overrides_as_columns
 from cpt.results.naming import swept_keys
 
-VIEWS = ("loss", "frontier", "gap", "tasks", "table")
+VIEWS = ("loss", "frontier", "gap", "tasks", "health", "table")
+HEALTH = {  # panel title -> the history keys it plots (a regex)
+    "gradient norm before clipping": "train/grad_norm",
+    "clipped steps (1: clipped to trainer.gradient_clip_val)": "train/grad_clipped",
+    "weight norm per AdamW group": "train/param_norm/.*",
+    "update norm per AdamW group": "train/update_norm/.*",
+    "training loss, z-loss, spikes and skipped steps": "train/(loss|z_loss|spikes|skipped_steps)",
+}
 
 
 @dataclass
@@ -161,6 +171,12 @@ def build(entity: str, project: str, sweep: Sweep) -> Any:
             for task in sweep.tasks
         ]
         sections.append(ws.Section(name="tasks", panels=panels, is_open=True))
+    if "health" in sweep.views:
+        panels = [
+            wr.LinePlot(title=title, x="trainer/global_step", metric_regex=regex)
+            for title, regex in HEALTH.items()
+        ]
+        sections.append(ws.Section(name="training health", panels=panels, is_open=False))
     summaries = [f"final/val/{d}/loss" for d in sweep.domains]
     summaries += [f"forgetting/{d}" for d in sweep.domains]
     summaries += [f"gap/{d}/peak" for d in sweep.domains if "gap" in sweep.views]

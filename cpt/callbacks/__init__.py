@@ -4,6 +4,7 @@ Each is a `CPTCallback` (`base.py`: `check(geometry)` before anything is written
 `summary.json`); the stability-gap and task monitors share `monitor.py`'s curve machinery.
 """
 
+from cpt.callbacks.health import Health
 from cpt.callbacks.partial_freeze import PartialFreeze
 from cpt.callbacks.replay import Replay
 from cpt.callbacks.rewarm import Rewarm
@@ -14,6 +15,7 @@ from cpt.callbacks.throughput import Throughput
 from cpt.callbacks.weight_drift import WeightDrift
 
 __all__ = [
+    "Health",
     "PartialFreeze",
     "Replay",
     "Rewarm",

@@ -7,7 +7,8 @@
   its job (`cpt/scale/requeue.py`).
 - **A non-finite loss** (`optim.on_nonfinite=stop`): the module raises before the optimizer step,
   so the weights are still the last good ones; they go to `checkpoints/nonfinite-stepNNNNNNN.ckpt`
-  and the error names that file.
+  and the error names that file. A loss spike (`optim.on_spike=stop`) the same way, to
+  `checkpoints/spike-stepNNNNNNN.ckpt`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,6 @@ class SaveOnFailure(CPTCallback):
                 self.saved,
             )
         elif isinstance(exception, NonFiniteLossError):
-            self.saved = folder / f"nonfinite-step{exception.step:07d}.ckpt"
+            self.saved = folder / f"{exception.kind}-step{exception.step:07d}.ckpt"
             trainer.save_checkpoint(self.saved)
             exception.saved = self.saved  # the error's one line names the file

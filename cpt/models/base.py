@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from cpt.models.attention import BACKENDS, Documents
-from cpt.models.loss import chunk_tokens, lm_loss
+from cpt.models.loss import chunk_tokens, lm_loss, lm_loss_terms
 from cpt.models.rotary import RotaryEmbedding
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class CausalLM(nn.Module):
     layers: nn.ModuleList
     rotary: RotaryEmbedding
     loss_chunk: int | None = None  # tokens per chunk of the loss; None: plain full logits
+    z_loss: float = 0.0  # coefficient of the z-loss in training's loss (0: none)
+    z_term: torch.Tensor | None = None  # the z-loss of the last forward with targets
     activation_checkpointing: bool = False  # recompute each block's activations in backward
 
     def __init__(self, config: Any, attention: str) -> None:
@@ -99,11 +101,13 @@ class CausalLM(nn.Module):
         cos, sin = self.rotary(position_ids, x.dtype)
         return self.final_norm(self.run_blocks(x, cos, sin, segment_ids))
 
-    def set_loss(self, loss: str) -> None:
-        """`chunked` (default: no full logits in memory) or `plain` (the reference)."""
+    def set_loss(self, loss: str, z_loss: float = 0.0) -> None:
+        """`chunked` (default: no full logits in memory) or `plain` (the reference); a z-loss of
+        coefficient `z_loss` in training's loss (its last value in `z_term`)."""
         if loss not in ("chunked", "plain"):
             raise ValueError(f"loss {loss!r} unknown; expected chunked or plain")
         self.loss_chunk = chunk_tokens(self.config.vocab_size) if loss == "chunked" else None
+        self.z_loss = float(z_loss)
 
     def forward(
         self,
@@ -124,7 +128,12 @@ class CausalLM(nn.Module):
             hidden = hidden[logits_at.to(hidden.device)]
         if targets is None:
             return F.linear(hidden, self.head_weight)
-        return lm_loss(hidden, self.head_weight, targets, self.loss_chunk)
+        if not self.z_loss:
+            return lm_loss(hidden, self.head_weight, targets, self.loss_chunk)
+        loss, losses, self.z_term = lm_loss_terms(
+            hidden, self.head_weight, targets, self.loss_chunk, self.z_loss
+        )
+        return loss, losses
 
     @torch.no_grad()
     def window_losses(

@@ -9,6 +9,11 @@ backward pass of the head is a rescaling. Same three matmuls as the plain path, 
 
 The differentiable output is the mean over tokens (what training minimises); the per-token
 losses come back without gradient, for per-sequence and per-source logging.
+
+An optional z-loss (PaLM, Chowdhery et al. 2022, sec. 5: `coef * log(Z)^2` per token, `Z` the
+softmax normaliser) keeps the output logits from drifting: `lm_loss_terms` adds its mean to the
+differentiable loss and returns it apart (the per-token losses stay cross-entropy). Its chunks
+take the plain log-softmax (no fused CPU softmax): it is an option, not the default path.
 """
 
 from __future__ import annotations
@@ -36,24 +41,55 @@ def lm_loss(
     `hidden` `[..., d]`, `weight` `[vocab, d]` (the output projection, no bias), `targets` `[...]`.
     `chunk` tokens per chunk; None or 0 takes the plain full-logits path (the reference).
     """
+    loss, losses, _ = lm_loss_terms(hidden, weight, targets, chunk)
+    return loss, losses
+
+
+def lm_loss_terms(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int | None,
+    z_loss: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`lm_loss` with a z-loss of coefficient `z_loss` in the mean loss: (loss with gradient,
+    per-token cross-entropies, the z-loss term without gradient; None when `z_loss` is 0)."""
     flat_hidden, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     if not chunk:
         logits = F.linear(flat_hidden, weight).float()
         losses = F.cross_entropy(logits, flat_targets, reduction="none")
-        return losses.mean(), losses.detach().view(targets.shape)
+        if not z_loss:
+            return losses.mean(), losses.detach().view(targets.shape), None
+        z = z_loss * torch.logsumexp(logits, dim=-1).square().mean()
+        return losses.mean() + z, losses.detach().view(targets.shape), z.detach()
     # the matmuls run in the autocast dtype when autocast is on, as F.linear would run them
     compute = compute_dtype(hidden)
     grads = torch.is_grad_enabled()  # validation runs under no_grad: losses only
-    loss, losses = _ChunkedCrossEntropy.apply(
-        flat_hidden, weight, flat_targets, chunk, grads, compute
+    loss, losses, z = _ChunkedCrossEntropy.apply(
+        flat_hidden, weight, flat_targets, chunk, grads, compute, float(z_loss)
     )
-    return loss, losses.view(targets.shape)
+    return loss, losses.view(targets.shape), (z if z_loss else None)
+
+
+def _z_chunk(
+    h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, coef: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(d(CE + coef log^2 Z)/d(logits), CE, log^2 Z) of one chunk: the softmax scaled by
+    `1 + 2 coef log Z`, less the one-hot."""
+    logits = F.linear(h, w).float()
+    log_z = torch.logsumexp(logits, dim=-1)
+    log_probs = logits.sub_(log_z[:, None])
+    losses = -log_probs.gather(1, t[:, None]).squeeze(1)
+    grad = log_probs.exp_().mul_((1.0 + 2.0 * coef * log_z)[:, None])
+    grad[rows, t] -= 1.0
+    return grad, losses, log_z.square()
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, grads, compute):  # noqa: ANN001, ANN205
+    def forward(ctx, hidden, weight, targets, chunk, grads, compute, z_loss):  # noqa: ANN001, ANN205
         n = hidden.shape[0]
+        z_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         want_hidden = grads and ctx.needs_input_grad[0]
         want_weight = grads and ctx.needs_input_grad[1]
         h_all, w = hidden.to(compute), weight.to(compute)
@@ -81,7 +117,11 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             for start in range(0, n, chunk):
                 h, t = h_all[start : start + chunk], targets[start : start + chunk]
                 rows = torch.arange(len(t), device=t.device)
-                if h.device.type == "cpu":
+                if z_loss:
+                    grad, chunk_losses, log_z2 = _z_chunk(h, w, t, rows, z_loss)
+                    losses[start : start + chunk] = chunk_losses
+                    z_sum += log_z2.sum()
+                elif h.device.type == "cpu":
                     # d(sum of losses)/d(logits) = softmax - one_hot, in place over the chunk's
                     # logits (one pass); the losses from it. The 1/n of the mean is applied in
                     # backward, to the small gradients, not to this chunk
@@ -113,11 +153,15 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         # autograd can adopt the weight gradient as `.grad` instead of copying it
         ctx.grads = (grad_hidden, grad_weight)
         ctx.n, ctx.weight_dtype = n, weight.dtype
-        ctx.mark_non_differentiable(losses)
-        return losses.mean(), losses
+        if not z_loss:
+            ctx.mark_non_differentiable(losses, z_sum)
+            return losses.mean(), losses, z_sum
+        z = z_loss * z_sum / n
+        ctx.mark_non_differentiable(losses, z)
+        return losses.mean() + z, losses, z
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_losses):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_loss, _grad_losses, _grad_z):  # noqa: ANN001, ANN205
         grad_hidden, grad_weight = ctx.grads
         ctx.grads = None
         scale = grad_loss / ctx.n  # the mean over tokens
@@ -125,4 +169,4 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             grad_hidden = grad_hidden.mul_(scale.to(grad_hidden.dtype))
         if grad_weight is not None:
             grad_weight = grad_weight.mul_(scale).to(ctx.weight_dtype)
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None

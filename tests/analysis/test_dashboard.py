@@ -35,6 +35,7 @@ def test_dashboard_panels_name_only_what_a_real_run_logs(sweep):
         "forgetting against adaptation",
         "stability gap",
         "tasks",
+        "training health",
         "runs",
     ]
     runs = [read_run(f) for f in offline_runs(sweep)]

@@ -148,6 +148,7 @@ def test_two_fsdp_processes_train_as_one_process(runs):
     file = read_lightning_checkpoint(runs["one"] / "checkpoints" / "step0000006.ckpt")
     assert meta["CPTDataModule"]["drawn"] == file["CPTDataModule"]["drawn"]
     assert largest_difference(weights(runs["fsdp2"], 6), weights(runs["one"], 6)) < 1e-5
+    _same_health(fsdp, one)  # norms whole over the shards, not one rank's half
 
 
 def test_two_ddp_processes_train_as_one_process(runs):
@@ -160,6 +161,14 @@ def test_two_ddp_processes_train_as_one_process(runs):
         assert ddp["final_val_loss"][domain] == pytest.approx(loss, abs=1e-4)
     assert largest_difference(weights(runs["ddp"], 6), weights(runs["one"], 6)) < 1e-5
     assert ddp["state_bytes_per_process"] == one["state_bytes_per_process"]  # replicated
+    _same_health(ddp, one)  # a replicated gradient counted once
+
+
+def _same_health(run: dict, one: dict) -> None:
+    """The last gradient, weight and update norms of `callbacks.health` equal one process's."""
+    assert run["health"].keys() == one["health"].keys() and len(one["health"]) == 5
+    for key, value in one["health"].items():
+        assert run["health"][key] == pytest.approx(value, rel=1e-3), key
 
 
 def test_sharding_halves_the_state_each_process_holds(runs):

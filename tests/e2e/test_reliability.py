@@ -16,9 +16,9 @@ import torch
 from cpt.checkpoints import sharded
 from cpt.checkpoints.files import read_lightning_checkpoint
 from cpt.config import ConfigError
-from cpt.module import NonFiniteLossError
+from cpt.module import LossSpikeError, NonFiniteLossError
 from cpt.train import run
-from tests.helpers import REPO, cli, train
+from tests.helpers import REPO, cli, metric, train
 
 
 def test_resume_auto_and_finished_run_protection(tiny_run):
@@ -84,6 +84,58 @@ def test_non_finite_loss_skips_the_whole_step(tiny_run, monkeypatch):
     assert int(moments[0]["step"]) == int(moments[1]["step"]) == 1  # no Adam step either
     assert torch.equal(moments[0]["exp_avg"], moments[1]["exp_avg"])
     assert [a["skipped_steps"] for a in after] == [0, 1, 1]  # saved, so a resume keeps it
+
+
+def _spike_at(monkeypatch, micro_batch: int) -> None:
+    """The training loss of one micro-batch (counted from 1) is ten times what it is."""
+    from cpt.module import CPTModule
+
+    original, calls = CPTModule.losses, []
+
+    def losses(self, batch):
+        loss, per_sequence = original(self, batch)
+        calls.append(self.training)
+        if self.training and sum(calls) == micro_batch:
+            loss = loss * 10.0
+        return loss, per_sequence
+
+    monkeypatch.setattr(CPTModule, "losses", losses)
+
+
+def test_a_loss_spike_skips_its_step_or_stops_with_the_last_good_state(tiny_run, monkeypatch):
+    """A micro-batch loss far above the mean of the last two: with `on_spike=skip` the whole
+    optimizer step changes nothing (weights, Adam's moments) and is counted; the rule's window
+    survives a checkpoint. With `stop`, every rank stops before the step and the last good
+    weights are saved as `spike-step<N>.ckpt`."""
+    _spike_at(monkeypatch, 6)  # step 2, its second micro-batch
+    rule = ["optim.spike_window=2", "optim.spike_margin=1.0", "trainer.accumulate_grad_batches=2"]
+    cfg = tiny_run(
+        "optim.on_spike=skip",
+        *rule,
+        "trainer.max_steps=4",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "callbacks.checkpoint.keep_last=null",
+        "callbacks.checkpoint.save_last=false",
+        out="skip",
+    )
+    summary = run(cfg)
+    assert summary["steps"] == 4 and summary["skipped_steps"] == 1
+    folder = Path(cfg.output_dir) / "checkpoints"
+    after = [read_lightning_checkpoint(folder / f"step{n:07d}.ckpt") for n in (2, 3, 4)]
+    weights = [a["state_dict"] for a in after]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # step 2: nothing
+    assert not all(torch.equal(weights[1][k], weights[2][k]) for k in weights[1])
+    assert [a["spikes"] for a in after] == [0, 1, 1]
+    assert len(after[0]["recent_losses"]) == 2  # the window, for a resumed run
+    assert metric(cfg.output_dir, "train/spikes")[0] == (2, 1.0)  # logged from its step on
+
+    _spike_at(monkeypatch, 6)
+    stop = tiny_run("optim.on_spike=stop", *rule, "trainer.max_steps=4", out="stop")
+    with pytest.raises(LossSpikeError, match=r"train/loss spiked to [\d.]+, above the bound"):
+        run(stop)
+    saved = Path(stop.output_dir) / "checkpoints" / "spike-step0000002.ckpt"
+    state = read_lightning_checkpoint(saved)["state_dict"]
+    assert all(torch.equal(state[k], weights[0][k]) for k in state)  # the same 2 good steps
 
 
 def _steps_logged(out: Path) -> int:

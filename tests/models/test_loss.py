@@ -100,3 +100,55 @@ def test_bf16_weight_gradient_summed_over_chunks_is_as_close_as_autocasts_own(ch
     plain, chunked = error(None), error(chunk)
     assert chunked[0] < max(2 * plain[0], 4e-3)  # bf16 rounding, not an accumulation drift
     assert chunked[1] < max(2 * plain[1], 4e-3)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7, 64, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_z_loss_adds_coef_log_z_squared_with_its_gradient_on_every_path(chunk, dtype):
+    """Against autograd through `logsumexp` on full fp32 logits: the loss, the z term, and the
+    gradients to the hidden states and the output weight; the per-token losses stay CE."""
+    from cpt.models.loss import lm_loss_terms
+
+    torch.manual_seed(1)
+    hidden = (torch.randn(2, 40, 32) * 3).requires_grad_()
+    weight = torch.randn(1000, 32, requires_grad=True)
+    targets = torch.randint(0, 1000, (2, 40))
+    coef = 0.01
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        logits = torch.nn.functional.linear(hidden, weight).float()
+    ce = torch.nn.functional.cross_entropy(
+        logits.view(-1, 1000), targets.view(-1), reduction="none"
+    )
+    z_ref = coef * torch.logsumexp(logits, dim=-1).square().mean()
+    (ce.mean() + z_ref).backward()
+    expected = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        loss, tokens, z = lm_loss_terms(hidden, weight, targets, chunk, coef)
+    loss.backward()
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    assert z.item() == pytest.approx(z_ref.item(), rel=1e-5) and z.item() > 0.1
+    assert loss.item() == pytest.approx(ce.mean().item() + z_ref.item(), rel=1e-5)
+    torch.testing.assert_close(tokens, ce.detach().view(targets.shape), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(hidden.grad, expected[0], **tol)
+    torch.testing.assert_close(weight.grad.float(), expected[1], **tol)
+
+
+@pytest.mark.parametrize("loss", ["chunked", "plain"])
+def test_without_z_loss_the_model_computes_bitwise_what_lm_loss_does(loss):
+    from cpt.models.loss import lm_loss_terms
+
+    torch.manual_seed(2)
+    model = build_model(config_from_name("tiny"))
+    model.set_loss(loss, 0.0)
+    ids = torch.randint(0, 4096, (2, 17))
+    got, tokens = model(ids[:, :-1], targets=ids[:, 1:])
+    hidden = model.hidden_states(ids[:, :-1])
+    ref, ref_tokens = lm_loss(hidden, model.head_weight, ids[:, 1:], model.loss_chunk)
+    assert torch.equal(got, ref) and torch.equal(tokens, ref_tokens) and model.z_term is None
+    model.set_loss(loss, 1e-3)
+    with_z, _ = model(ids[:, :-1], targets=ids[:, 1:])
+    assert model.z_term is not None and model.z_term > 0
+    assert with_z.item() == pytest.approx((ref + model.z_term).item(), rel=1e-6)
+    _, _, z = lm_loss_terms(hidden, model.head_weight, ids[:, 1:], model.loss_chunk, 0.0)
+    assert z is None

@@ -49,6 +49,7 @@ MEANINGFUL = {
             "schedule.min_lr_ratio",
             "schedule.cooldown",
             "schedule.decay",
+            "model.z_loss",
         )
     },  # fmt: skip
     "trainer.num_sanity_val_steps": {-1, 0},  # -1: every validation batch (Lightning's meaning)
