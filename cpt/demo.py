@@ -68,7 +68,9 @@ def task_table(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cpt.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default=None, help="output folder (default: outputs/demo/<time>)")
     parser.add_argument("--pretrain-steps", type=int, default=None)

@@ -165,8 +165,16 @@ def run_datasets(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        options = "\n".join(f"  {key}={value}" for key, value in OPTIONS.items())
+        usage = (
+            "usage: python -m cpt.evaluate (ckpt=<checkpoint> | hf=<folder or hub id>) tasks=[...]"
+        )
+        print(f"{usage} [option=value ...]\n\n{__doc__}\noptions (default):\n{options}")
+        return
     with reported():
-        args = parse(sys.argv[1:] if argv is None else argv)
+        args = parse(argv)
         results, out = evaluate(args)
     from lm_eval.utils import make_table
 

@@ -40,7 +40,11 @@ def export(checkpoint: str | Path, folder: str | Path, tokenizer: str | Path | N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m cpt.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoint", help="a .ckpt file or sharded folder written by cpt.train")
     parser.add_argument("folder", help="output folder (created)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json to copy along")

@@ -5,7 +5,8 @@ and of the recipe's `hydra.sweeper.params`), reads no data and loads no weights,
 plan (`cpt.run.planning`), and writes `plan.json` (one entry per run) and `plan.png` (the LR and the
 replay fraction against tokens, one line per run) into the folder named on its last line. Options
 of the plan itself: `plan.gpus=8 plan.mfu=0.4 plan.accelerator=H100|H200|A100 plan.peak_tflops=...
-plan.dir=...`. An invalid config fails as the run would: one line, exit status 2, no plan.
+plan.dir=...`. One's own configs outside the repository: `hydra.searchpath=[file:///path/to/conf]`
+(`cpt/run/user_configs.py`). An invalid config fails as the run would: one line, exit status 2, no plan.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cpt import config as config_schema
 from cpt.errors import UserError, exit_with
 from cpt.run.planning import PlanOptions, plan_run
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from cpt.run.user_configs import CONF, check_search_path
 
 
 def jobs(argv: list[str]) -> list[list[str]]:
@@ -54,8 +54,14 @@ def jobs(argv: list[str]) -> list[list[str]]:
 
 
 def main(argv: list[str], stamp: str) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(
+            f"usage: python -m cpt.plan [overrides] [-m] [plan.<option>=<value> ...]\n\n{__doc__}"
+        )
+        return 0
     config_schema.register()
     try:
+        check_search_path(argv)  # one's own config folder: there, and hiding nothing
         overrides, options = split_options(argv)
         folder = Path(options.dir or f"outputs/plans/{stamp}")
         runs = []

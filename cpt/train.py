@@ -31,12 +31,13 @@ from cpt.checkpoints.files import AtomicCheckpointIO, read_lightning_checkpoint
 from cpt.data.datamodule import CPTDataModule
 from cpt.data.quality import reference_key, select_windows
 from cpt.data.tokenizer import TokenizerError
-from cpt.errors import UserError, exit_with
+from cpt.errors import UserError, exit_with, reported
 from cpt.module import CPTModule
 from cpt.results.loggers import keep_metrics_until, publish_summary, run_config
 from cpt.run import build as preflight
 from cpt.run.build import Built
 from cpt.run.initial import load_into, reference_scorer
+from cpt.run.user_configs import check_search_path
 from cpt.scale.allocator import keep_freed_memory
 from cpt.scale.launch import launch, requeue_id
 from cpt.scale.requeue import TimeLimit, requeue_after_save
@@ -234,6 +235,8 @@ def main(cfg: DictConfig) -> None:
 def cli() -> None:
     """`python -m cpt.train`: a single run's bad input, Hydra's composition errors included, is
     one line on stderr and exit status 2 (`HYDRA_FULL_ERROR=1`: a traceback instead)."""
+    with reported():
+        check_search_path(sys.argv[1:])  # one's own config folder: there, and hiding nothing
     if any(a in ("-m", "--multirun") for a in sys.argv[1:]) or _full_errors():
         return main()  # a grid: Hydra reports per job
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; reported here

@@ -14,6 +14,7 @@
 # python3). Every step runs, whatever the one before it did; the script fails at the end if any did.
 # Usage: bash scripts/gpu_check.sh [output folder, default outputs/gpu_check]
 set -uo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 FAILED=()
 step() {  # step NAME COMMAND...: run it, remember a failure, go on
     local name=$1; shift

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on this machine, for the tests marked `slurm` (make test-slurm).
+# usage: scripts/local_slurm.sh start|env|stop
 #
 #   scripts/local_slurm.sh start    # installs Debian's slurmctld, slurmd, slurm-client and munge if
 #                                   # missing (as root), starts munged, slurmctld and slurmd, waits
@@ -143,5 +144,6 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     env) env_lines ;;
+    -h|--help) sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
     *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

@@ -237,7 +237,9 @@ def sweep_from_wandb(entity: str, project: str, group: str) -> Sweep:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cpt.analysis.dashboard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("project", help="entity/project")
     parser.add_argument("--group", required=True, help="the sweep's wandb group (its folder name)")

@@ -65,7 +65,9 @@ def sync(folder: str | Path, dry_run: bool = False) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cpt.analysis.sync",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", help="a multirun folder (or one job's folder)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs, upload nothing")

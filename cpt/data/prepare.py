@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from cpt.data.sources import SourceError, check_source, documents, source_fields
 from cpt.data.sources import fingerprint as source_fingerprint
 from cpt.data.tokenizer import eod_id, resolve_tokenizer, start_id, tokenizer_hash
 from cpt.errors import reported
+from cpt.run.user_configs import CONF, check_search_path
 
 FORMAT_VERSION = 2
 
@@ -354,9 +356,10 @@ def main() -> None:
 
     ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig)
 
-    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    with reported():
+        check_search_path(sys.argv[1:])  # one's own config folder: there, and hiding nothing
 
-    @hydra.main(version_base="1.3", config_path=conf, config_name="prepare")
+    @hydra.main(version_base="1.3", config_path=str(CONF), config_name="prepare")
     def _main(cfg: Any) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             return run_prepare(cfg)

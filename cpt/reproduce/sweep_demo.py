@@ -36,7 +36,9 @@ def train(args: list[str], env: dict[str, str] | None = None, check: bool = True
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cpt.reproduce.sweep_demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="outputs/sweep-demo")
     parser.add_argument("--steps", type=int, default=200, help="CPT steps per job")

@@ -186,7 +186,9 @@ def timed(folder: Path, work: Callable[[], None]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cpt.reproduce.twins",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paper", choices=[*PAPERS, "all"])
     parser.add_argument("--out", default="outputs/reproduce")
