@@ -277,11 +277,12 @@ def spawn(
 
 def run_cases(args: argparse.Namespace) -> None:
     """Every precision x transformers attention; one printed line per side, one case line each."""
-    from cpt.callbacks.throughput import PEAK_BF16_TFLOPS, model_flops_per_token
+    from cpt.callbacks.throughput import model_flops_per_token
     from cpt.models.presets import config_from_name
+    from cpt.scale.hardware import ACCELERATORS
 
     cuda = args.device == "cuda"
-    peak_tflops = args.peak_tflops or (PEAK_BF16_TFLOPS["H100"] if cuda else None)
+    peak_tflops = args.peak_tflops or (ACCELERATORS["H100"].peak_bf16_tflops if cuda else None)
     flops = model_flops_per_token(config_from_name(args.model), args.seq)
     tokens = args.batch * args.seq
     limit = spawn(args, "peak", "none", "sdpa")  # measured first, on the same threads

@@ -72,3 +72,26 @@ def test_the_overhead_benchmarks_clock_counts_the_model_and_nothing_else():
     assert clock.training >= 0.2
     assert clock.evaluation > 0
     assert wall - clock.training - clock.evaluation >= 1.0
+
+
+@pytest.mark.slow
+def test_the_training_benchmark_runs_end_to_end(tmp_path):
+    """`bench_train.py` on a small shape prints a case line per precision that parses (a renamed
+    import once broke it before its first case without any test noticing)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--model", "pythia-14m",
+         "--seq", "32", "--batch", "1", "--steps", "1", "--peak-size", "256",
+         "--peak-repeats", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = [line for line in done.stdout.splitlines() if line.startswith("case=")]
+    assert [line.split()[0] for line in cases] == ["case=cpu-fp32", "case=cpu-bf16"]
+    for line in cases:
+        fields = dict(item.split("=") for item in line.split())
+        assert float(fields["tokens_per_s"]) > 0 and 0 < float(fields["peak_fraction"]) < 2
