@@ -1,5 +1,8 @@
 """The three papers' claims, each a comparison of seeded grid points judged by
-`cpt.reproduce.verdicts` (reproduces / does not reproduce / not resolved at this scale)."""
+`cpt.reproduce.verdicts` (reproduces / does not reproduce / not resolved at this scale).
+
+Every function takes the runs tables (`runs.csv` with the derived columns, one row per run and
+seed): arms of one twin are compared seed by seed (paired), the union baseline by Welch."""
 
 from __future__ import annotations
 
@@ -71,11 +74,12 @@ def gupta_claims(grid: pd.DataFrame, constant: pd.DataFrame) -> list[Claim]:
 
 
 def revision_claims(revisions: pd.DataFrame) -> list[Claim]:
-    steps = sorted(s for s in revisions["upstream step"] if s > 0)
+    """`revisions`: runs with an `upstream step` column (the checkpoint each continued from)."""
+    steps = sorted(s for s in revisions["upstream step"].unique() if s > 0)
     if len(steps) < 2:
         return []
-    last = revisions[revisions["upstream step"] == steps[-1]].iloc[0]
-    first = revisions[revisions["upstream step"] == steps[0]].iloc[0]
+    last = pick(revisions, **{"upstream step": steps[-1]})
+    first = pick(revisions, **{"upstream step": steps[0]})
     claims: list[Claim] = []
     judge(
         claims,
@@ -113,24 +117,23 @@ def replay_claims(grid: pd.DataFrame, union: pd.DataFrame) -> list[Claim]:
                 claims,
                 f"CPT with {share} replay is as good as the union baseline (upstream, no worse)",
                 where,
-                no_worse(best, u, "final/val/upstream/loss"),
+                no_worse(best, u, "final/val/upstream/loss", pair=False),
             )
             judge(
                 claims,
                 f"CPT with {share} replay is as good as the union baseline (downstream, no worse)",
                 where,
-                no_worse(best, u, "final/val/downstream/loss"),
+                no_worse(best, u, "final/val/downstream/loss", pair=False),
             )
     return claims
 
 
 def infinite_claims(table: pd.DataFrame) -> list[Claim]:
-    """`table`: seeded rows with `variant` (cpt.reproduce.twins.INFINITE's run names) and
-    `shift`."""
+    """`table`: runs with `variant` (cpt.reproduce.reports.INFINITE's run names), `shift` and
+    `seed`."""
     claims: list[Claim] = []
     for shift in sorted(table["shift"].dropna().unique()):
-        rows = table[table["shift"] == shift].set_index("variant")
-        get = lambda name, rows=rows: rows.loc[name] if name in rows.index else None  # noqa: E731
+        get = lambda name, shift=shift: pick(table, shift=shift, variant=name)  # noqa: E731
         where = f"{shift} shift"
         annealed, cosine = get("task1_infinite_annealed"), get("task1_cosine")
         if annealed is not None and cosine is not None:
@@ -190,9 +193,7 @@ def guo_claims(table: pd.DataFrame) -> list[Claim]:
         where,
         rises(none, "rise/downstream"),
     )
-    for column in sorted(
-        c.removesuffix("/mean") for c in table if re.fullmatch(r"drop/[^/]+/mean", c)
-    ):
+    for column in sorted(c for c in table if re.fullmatch(r"drop/[^/]+", c)):
         task = column.split("/")[1]
         judge(
             claims,

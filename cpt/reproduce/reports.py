@@ -136,20 +136,26 @@ INFINITE = {  # folder: (task, what it is, its overrides)
 def gupta2023(out: Path) -> str:
     runs, table, curves = results(out / "grid")
     sections = [v.grid_table(table, ["shift", "optim.max_lr", "schedule.warmup"])]
-    constant = table.iloc[0:0]  # none yet: its claim is left out
+    constant = runs.iloc[0:0]  # none yet: its claim is left out
     if ran(out / "constant"):
-        _, constant, _ = results(out / "constant")
-        sections += ["", "Constant LR 2e-4, no re-warming:", "", v.grid_table(constant, ["shift"])]
-    claims = c.gupta_claims(table, constant)
+        constant, constant_table, _ = results(out / "constant")
+        sections += [
+            "",
+            "Constant LR 2e-4, no re-warming:",
+            "",
+            v.grid_table(constant_table, ["shift"]),
+        ]
+    claims = c.gupta_claims(runs, constant)
     if ran(out / "revisions"):
-        _, revisions, _ = results(out / "revisions")
+        revision_runs, revisions, _ = results(out / "revisions")
         revisions["upstream step"] = revisions["init"].map(revision_step)
+        revision_runs["upstream step"] = revision_runs["init"].map(revision_step)
         sections += [
             "",
             "From earlier upstream checkpoints (strong shift, warm-up 1 %, max LR 2e-3):",
         ]
         sections += ["", v.grid_table(revisions, ["upstream step"])]
-        claims += c.revision_claims(revisions)
+        claims += c.revision_claims(revision_runs)
     made = []
     for shift in shifts(runs):
         part, part_curves = by_shift(runs, curves, shift)
@@ -164,14 +170,14 @@ def gupta2023(out: Path) -> str:
 def ibrahim2024_replay(out: Path) -> str:
     runs, table, curves = results(out / "grid")
     sections = [v.grid_table(table, ["shift", "callbacks.replay.fraction"], replayed=True)]
-    union = table.iloc[0:0]  # none yet: its claims are left out
+    union = runs.iloc[0:0]  # none yet: its claims are left out
     if ran(out / "union"):
-        _, union, _ = results(out / "union")
+        union, union_table, _ = results(out / "union")
         sections += [
             "",
             "The union baseline (from scratch on both, 50/50, 3300 steps):",
             "",
-            v.grid_table(union, ["shift"]),
+            v.grid_table(union_table, ["shift"]),
         ]
     made = []
     for shift in shifts(runs):
@@ -180,7 +186,7 @@ def ibrahim2024_replay(out: Path) -> str:
         made.append(shift_figure(frontier, "replay_frontier", shift, out, "ibrahim2024_replay"))
     sections += [
         "",
-        v.claims_table(c.replay_claims(table, union)),
+        v.claims_table(c.replay_claims(runs, union)),
         "",
         "Figures: " + ", ".join(made),
     ]
@@ -220,7 +226,7 @@ def ibrahim2024_infinite(out: Path) -> str:
         made.append(shift_figure(sequence, "task_sequence", shift, out, "ibrahim2024_infinite"))
     sections += [
         "",
-        v.claims_table(c.infinite_claims(table)),
+        v.claims_table(c.infinite_claims(runs)),
         "",
         "Figures: " + ", ".join(made),
     ]
@@ -259,7 +265,7 @@ def guo2024(out: Path) -> str:
                 "guo2024",
             )
         )
-    sections += ["", v.claims_table(c.guo_claims(table)), "", "Figures: " + ", ".join(made)]
+    sections += ["", v.claims_table(c.guo_claims(runs)), "", "Figures: " + ", ".join(made)]
     return write(out, "Guo et al. 2024, small-scale twin", sections)
 
 

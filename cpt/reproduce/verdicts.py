@@ -1,8 +1,12 @@
 """How a claim is judged from seeded runs: the comparisons behind every verdict of make reproduce.
 
-A claim compares grid points of `runs_by_seed.csv` (`cpt.analysis.seeds`): mean, standard deviation
-and 95 % half-width over seeds. The difference of two means gets the half-width
-`hypot(ci_a, ci_b)` (conservative: the seeds' pairing is not used). A verdict follows from it:
+A claim compares grid points, each the finished runs of one setting (one per seed; `pick`). Arms
+of one twin that share a seed share the data order and the starting weights, so a difference is
+judged **paired**: the per-seed differences A_s - B_s over the seeds both ran, their mean and the
+half-width of its 95 % Student-t interval (`t(0.975, n - 1) * sd / sqrt(n)`, as
+`scipy.stats.ttest_rel`). Arms that share nothing but the seed's number (the union baseline, each
+seed its own initialization) are judged by **Welch's** interval (`ttest_ind(equal_var=False)`); a
+one-sample claim (a rise) by the one-sample interval. A verdict follows from the interval:
 - "A lower than B": **reproduces** when the whole interval of A - B is below zero, **does not
   reproduce** when it is above, else **not resolved at this scale**;
 - "A matches B" (equal up to MARGIN): reproduces when the interval of A - B lies inside
@@ -11,7 +15,8 @@ and 95 % half-width over seeds. The difference of two means gets the half-width
   lies below MARGIN, does not when it lies above, else not resolved;
 - "A rises" (a one-sample claim: a stability-gap rise): reproduces when A's interval is above
   MARGIN, does not when it is below, else not resolved.
-A point with one seed has no interval: its claims are "not resolved (one seed)".
+Fewer than two seeds (or two in common, paired) give no interval: "not resolved (one seed)".
+Every claim's numbers name its statistic: `paired, 3 seeds`, `Welch` or `one-sample`.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from cpt.analysis.seeds import SEED, t95
+
 MARGIN = 0.02  # nats of loss (or accuracy): "the same" means closer than this
 REPRODUCES, FAILS, OPEN = "reproduces", "does not reproduce", "not resolved at this scale"
+ONE_SEED = "not resolved (one seed)"
 
 
 @dataclass
@@ -32,6 +40,15 @@ class Claim:
     where: str  # which shift or setting
     verdict: str
     numbers: str
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean (of a difference, or of one arm) and the half-width of its 95 % interval."""
+
+    mean: float
+    half: float  # NaN: no interval (fewer than two seeds)
+    statistic: str  # "paired, n seeds" | "Welch" | "one-sample"
 
 
 def derive(runs: pd.DataFrame) -> pd.DataFrame:
@@ -54,78 +71,125 @@ def derive(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+# ---- intervals ------------------------------------------------------------------------------------
+def values(point: pd.DataFrame, column: str) -> pd.Series:
+    """A grid point's values of `column`, one per seed (indexed by seed; missing ones dropped)."""
+    if column not in point:
+        return pd.Series(dtype=float)
+    series = pd.to_numeric(point.set_index(SEED)[column], errors="coerce").dropna()
+    return series[~series.index.duplicated()]
+
+
+def one_sample(a: pd.Series) -> Interval:
+    n = len(a)
+    half = t95(n) * float(a.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+    return Interval(float(a.mean()) if n else math.nan, half, "one-sample")
+
+
+def paired(a: pd.Series, b: pd.Series) -> Interval:
+    """The per-seed differences A_s - B_s over the seeds both arms ran."""
+    common = a.index.intersection(b.index)
+    d = a[common] - b[common]
+    n = len(d)
+    half = t95(n) * float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+    return Interval(float(d.mean()) if n else math.nan, half, f"paired, {n} seeds")
+
+
+def welch(a: pd.Series, b: pd.Series) -> Interval:
+    """Two independent samples, unequal variances (Welch-Satterthwaite degrees of freedom)."""
+    na, nb = len(a), len(b)
+    mean = float(a.mean() - b.mean()) if na and nb else math.nan
+    if na < 2 or nb < 2:
+        return Interval(mean, math.nan, "Welch")
+    va, vb = float(a.var(ddof=1)) / na, float(b.var(ddof=1)) / nb
+    if va + vb == 0:
+        return Interval(mean, 0.0, "Welch")
+    from scipy.stats import t
+
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    return Interval(mean, float(t.ppf(0.975, df)) * math.sqrt(va + vb), "Welch")
+
+
 # ---- comparisons ----------------------------------------------------------------------------------
-def _stats(row: pd.Series, column: str) -> tuple[float, float, float]:
-    return tuple(float(row.get(f"{column}/{k}", math.nan)) for k in ("mean", "std", "ci95"))
-
-
-def show(row: pd.Series, column: str) -> str:
-    mean, std, _ = _stats(row, column)
-    if math.isnan(mean):
+def show(point: pd.DataFrame, column: str) -> str:
+    """A grid point's mean ± standard deviation over its seeds."""
+    a = values(point, column)
+    if not len(a):
         return "-"
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    return f"{a.mean():.3f}" if len(a) < 2 else f"{a.mean():.3f} ± {a.std(ddof=1):.3f}"
 
 
 def _difference(
-    a: pd.Series, b: pd.Series, column: str, margin: float | None = None
-) -> tuple[float, float, str]:
-    """A - B, the half-width of its 95 % interval, and both as text."""
-    (ma, _, ca), (mb, _, cb) = _stats(a, column), _stats(b, column)
-    d, ci = ma - mb, math.hypot(ca, cb)
-    numbers = f"{show(a, column)} vs {show(b, column)}: difference {d:+.3f} ± {ci:.3f} (95 %)"
-    return d, ci, numbers + ("" if margin is None else f", margin {margin}")
+    a: pd.DataFrame, b: pd.DataFrame, column: str, pair: bool, margin: float | None = None
+) -> tuple[Interval, str]:
+    """A - B with its 95 % interval (paired over shared seeds, or Welch), and both as text."""
+    va, vb = values(a, column), values(b, column)
+    i = paired(va, vb) if pair else welch(va, vb)
+    numbers = (
+        f"{show(a, column)} vs {show(b, column)}: difference {i.mean:+.3f} ± {i.half:.3f} "
+        f"(95 %, {i.statistic})"
+    )
+    return i, numbers + ("" if margin is None else f", margin {margin}")
 
 
-ONE_SEED = "not resolved (one seed)"
-
-
-def lower(a: pd.Series, b: pd.Series, column: str) -> tuple[str, str]:
+def lower(a: pd.DataFrame, b: pd.DataFrame, column: str, pair: bool = True) -> tuple[str, str]:
     """Claim: A's `column` is lower than B's."""
-    d, ci, numbers = _difference(a, b, column)
-    if math.isnan(ci):
+    i, numbers = _difference(a, b, column, pair)
+    if math.isnan(i.half):
         return ONE_SEED, numbers
+    d, ci = i.mean, i.half
     return (REPRODUCES if d + ci < 0 else FAILS if d - ci > 0 else OPEN), numbers
 
 
-def same(a: pd.Series, b: pd.Series, column: str, margin: float = MARGIN) -> tuple[str, str]:
+def same(
+    a: pd.DataFrame, b: pd.DataFrame, column: str, margin: float = MARGIN, pair: bool = True
+) -> tuple[str, str]:
     """Claim: A's `column` matches B's within `margin`."""
-    d, ci, numbers = _difference(a, b, column, margin)
-    if math.isnan(ci):
+    i, numbers = _difference(a, b, column, pair, margin)
+    if math.isnan(i.half):
         return ONE_SEED, numbers
-    inside, outside = abs(d) + ci < margin, abs(d) - ci > margin
+    inside, outside = abs(i.mean) + i.half < margin, abs(i.mean) - i.half > margin
     return (REPRODUCES if inside else FAILS if outside else OPEN), numbers
 
 
-def no_worse(a: pd.Series, b: pd.Series, column: str, margin: float = MARGIN) -> tuple[str, str]:
+def no_worse(
+    a: pd.DataFrame, b: pd.DataFrame, column: str, margin: float = MARGIN, pair: bool = True
+) -> tuple[str, str]:
     """Claim: A's `column` (lower is better) is not above B's by more than `margin`."""
-    d, ci, numbers = _difference(a, b, column, margin)
-    if math.isnan(ci):
+    i, numbers = _difference(a, b, column, pair, margin)
+    if math.isnan(i.half):
         return ONE_SEED, numbers
+    d, ci = i.mean, i.half
     return (REPRODUCES if d + ci < margin else FAILS if d - ci > margin else OPEN), numbers
 
 
-def rises(a: pd.Series, column: str, margin: float = MARGIN) -> tuple[str, str]:
+def rises(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, str]:
     """Claim: A's `column` (a rise) is above `margin`."""
-    mean, std, ci = _stats(a, column)
-    numbers = f"{show(a, column)} (95 % ± {ci:.3f}), margin {margin}"
-    if math.isnan(ci):
+    i = one_sample(values(a, column))
+    numbers = f"{show(a, column)} (95 % ± {i.half:.3f}, {i.statistic}), margin {margin}"
+    if math.isnan(i.half):
         return ONE_SEED, numbers
-    return (REPRODUCES if mean - ci > margin else FAILS if mean + ci < margin else OPEN), numbers
+    return (
+        REPRODUCES if i.mean - i.half > margin else FAILS if i.mean + i.half < margin else OPEN
+    ), numbers
 
 
-def pick(table: pd.DataFrame, **where: object) -> pd.Series | None:
-    """The grid point whose keys (dots as `__`) equal `where`; None when the grid lacks it."""
-    mask = pd.Series(True, index=table.index)
+def pick(runs: pd.DataFrame, **where: object) -> pd.DataFrame | None:
+    """The finished runs (one per seed) whose keys (dots as `__`) equal `where`; None when the
+    grid lacks them."""
+    if "status" in runs:
+        runs = runs[runs["status"] == "finished"]
+    mask = pd.Series(True, index=runs.index)
     for key, value in where.items():
         column = key.replace("__", ".")
-        if column not in table:
+        if column not in runs:
             return None
         if isinstance(value, (int, float)):
-            mask &= pd.to_numeric(table[column], errors="coerce").sub(value).abs() < 1e-12
+            mask &= pd.to_numeric(runs[column], errors="coerce").sub(value).abs() < 1e-12
         else:
-            mask &= table[column].astype(str) == str(value)
-    rows = table[mask]
-    return rows.iloc[0] if len(rows) else None
+            mask &= runs[column].astype(str) == str(value)
+    rows = runs[mask]
+    return rows if len(rows) else None
 
 
 def judge(claims: list[Claim], claim: str, where: str, result: tuple[str, str] | None) -> None:
@@ -134,6 +198,14 @@ def judge(claims: list[Claim], claim: str, where: str, result: tuple[str, str] |
 
 
 # ---- tables -----------------------------------------------------------------------------------------
+def _mean_std(row: pd.Series, column: str) -> str:
+    """A `runs_by_seed.csv` row's mean ± std of `column`."""
+    mean, std = (float(row.get(f"{column}/{k}", math.nan)) for k in ("mean", "std"))
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
 def grid_table(
     table: pd.DataFrame, keys: list[str], replayed: bool = False, tasks: bool = False
 ) -> str:
@@ -162,7 +234,7 @@ def grid_table(
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
         cells = [str(row.get(k, "")) for k in keys] + [str(int(row.get("n", 0)))]
-        cells += [show(row, c) for c in columns.values()]
+        cells += [_mean_std(row, c) for c in columns.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -72,7 +72,7 @@ def test_the_gupta_report_judges_each_shift_from_its_seeds(tmp_path, data_dir, m
     for shift in ("strong", "weak"):
         rows = [line for line in text.splitlines() if f"| {shift} shift | **" in line]
         assert len(rows) >= 4, text
-        assert all("(95 %)" in row or "95 % ±" in row for row in rows)
+        assert all("(95 %, paired, 2 seeds)" in row or "95 % ±" in row for row in rows), rows
     # the points the shrunk grid lacks (max LR 1e-3) leave their claims out, not wrong
     assert "adapts more" not in text
     assert "Re-warming ends lower downstream than a constant LR" in text

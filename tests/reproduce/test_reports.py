@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpt.analysis.seeds import by_seed
 from cpt.reproduce import claims as paper_claims
 from cpt.reproduce import reports
 from cpt.reproduce import verdicts as v
@@ -90,8 +89,7 @@ def test_the_infinite_chain_is_judged_on_each_shift_apart():
                         "rise/downstream": rise + noise,
                     }
                 )
-    table = by_seed(pd.DataFrame(rows), ["variant", "shift", "seed"])
-    claims = paper_claims.infinite_claims(table)
+    claims = paper_claims.infinite_claims(pd.DataFrame(rows))  # the runs: paired by seed
     assert [c.where for c in claims] == ["strong shift"] * 6 + ["weak shift"] * 6
     anneal = {c.where: c.verdict for c in claims if c.claim.startswith("Task 1: the anneal")}
     assert anneal == {"strong shift": v.REPRODUCES, "weak shift": v.FAILS}
