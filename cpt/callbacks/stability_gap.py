@@ -1,7 +1,8 @@
 """`StabilityGap`: dense monitoring of the loss drop-and-recovery at the start of CPT (Guo et al.).
 
 Independently of the regular validation, the callback evaluates fixed held-out batches of every
-domain (the first `batches` batches of its validation set) before the first step and then on a
+domain (`batches` x micro-batch windows spread evenly over its whole validation set, not its first
+documents alone; the same for every seed) before the first step and then on a
 dense-then-sparse schedule: by default every step for the first 20, every 5 up to 200, then every
 50. At the end it reports per domain:
 
@@ -23,10 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, Subset
 
 from cpt.callbacks.base import expect, is_count
 from cpt.callbacks.monitor import CurveMonitor
+
+
+def spread(count: int, total: int) -> list[int]:
+    """`count` distinct indices spread evenly over `range(total)`, first and last included (all of
+    them when there are no more than `count`)."""
+    if total <= count:
+        return list(range(total))
+    return np.linspace(0, total - 1, count).round().astype(int).tolist()
 
 
 class StabilityGap(CurveMonitor):
@@ -50,12 +61,9 @@ class StabilityGap(CurveMonitor):
         loaders = datamodule.val_dataloader()
         self._fixed = []
         for name, loader in zip(datamodule.domain_names, loaders):
-            batches = []
-            for i, batch in enumerate(loader):
-                if i == self.batches:
-                    break
-                batches.append(batch)
-            self._fixed.append((name, batches))
+            picked = spread(self.batches * loader.batch_size, len(loader.dataset))
+            fixed = DataLoader(Subset(loader.dataset, picked), batch_size=loader.batch_size)
+            self._fixed.append((name, list(fixed)))
         super().on_train_start(trainer, pl_module)
 
     def point_name(self, name: str) -> str:
