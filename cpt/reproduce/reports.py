@@ -22,6 +22,7 @@ from cpt.analysis.collect import collect  # noqa: E402
 from cpt.analysis.seeds import SEED, by_seed  # noqa: E402
 from cpt.reproduce import claims as c  # noqa: E402
 from cpt.reproduce import verdicts as v  # noqa: E402
+from cpt.reproduce.design import CPT_STEPS, UNION_REPLAY, UPSTREAM_STEPS, union_windows  # noqa: E402
 
 DOCS = Path("docs")
 FIGURE_LIMIT = 200_000  # bytes: committed figures stay small
@@ -171,13 +172,19 @@ def ibrahim2024_replay(out: Path) -> str:
     runs, table, curves = results(out / "grid")
     sections = [v.grid_table(table, ["shift", "callbacks.replay.fraction"], replayed=True)]
     union = runs.iloc[0:0]  # none yet: its claims are left out
-    if ran(out / "union"):
-        union, union_table, _ = results(out / "union")
+    if any((out / "union").glob("*/*/summary.json")):
+        union = chained(out / "union", ["shift", SEED])  # union/<shift>/seed-<n>
+        mixes = ", ".join(
+            f"{shift}: {w['upstream']:,} upstream and {w['downstream']:,} downstream windows "
+            f"({UNION_REPLAY[shift]:.0%} replay)"
+            for shift, w in ((s, union_windows(s)) for s in shifts(union))
+        )
         sections += [
             "",
-            "The union baseline (from scratch on both, 50/50, 3300 steps):",
+            f"The union baseline: from scratch for {UPSTREAM_STEPS + CPT_STEPS} steps on the union "
+            f"of what the sequential run saw, in its proportion ({mixes}):",
             "",
-            v.grid_table(union_table, ["shift"]),
+            v.grid_table(by_seed(union, ["shift", SEED]), ["shift"]),
         ]
     made = []
     for shift in shifts(runs):
@@ -193,14 +200,21 @@ def ibrahim2024_replay(out: Path) -> str:
     return write(out, "Ibrahim et al. 2024 (replay), small-scale twin", sections)
 
 
-def ibrahim2024_infinite(out: Path) -> str:
-    collect(out)
-    runs, curves = plots.load(out)
+def chained(folder: Path, keys: list[str]) -> pd.DataFrame:
+    """The runs of single-run folders `<key 1>/<key 2>/.../seed-<n>` (cpt.reproduce.twins), with
+    the derived columns and a column per key from the path."""
+    collect(folder)
+    runs, _ = plots.load(folder)
     runs = v.derive(runs)
-    # run folders are <variant>/<shift>/seed-<n> (cpt.reproduce.twins)
-    runs["variant"] = [Path(r).parts[0] for r in runs["run"]]
-    runs["shift"] = [Path(r).parts[1] for r in runs["run"]]
-    runs.attrs["swept"] = ["variant", "shift", SEED]
+    for n, key in enumerate(k for k in keys if k != SEED):
+        runs[key] = [Path(r).parts[n] for r in runs["run"]]
+    runs.attrs["swept"] = keys
+    return runs
+
+
+def ibrahim2024_infinite(out: Path) -> str:
+    runs = chained(out, ["variant", "shift", SEED])  # <variant>/<shift>/seed-<n>
+    _, curves = plots.load(out)
     table = by_seed(runs, ["variant", "shift", SEED])
     table["variant"] = pd.Categorical(table["variant"], list(INFINITE))
     table = table.sort_values(["shift", "variant"])

@@ -37,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from cpt.reproduce import reports  # noqa: E402
+from cpt.reproduce.design import union_windows  # noqa: E402
 from cpt.reproduce.reports import INFINITE, SHIFTS, WALL  # noqa: E402
 
 # relative to where it runs, like Hydra's outputs/ and the twins' `init` (conf/scale/cpu.yaml)
@@ -121,8 +122,23 @@ def gupta2023_train(out: Path, extra: list[str]) -> None:
 
 
 def ibrahim2024_replay_train(out: Path, extra: list[str]) -> None:
+    """The replay grid, then per shift and seed the union baseline (`union/<shift>/seed-<n>`)
+    on the windows the sequential run with that shift's replay fraction saw."""
     run_grid("ibrahim2024_replay_cpu", out / "grid", extra)
-    run_grid("ibrahim2024_union_cpu", out / "union", extra)
+    side_by_side(
+        [
+            [
+                "experiment=ibrahim2024_union_cpu",
+                f"shift={shift}",
+                f"seed={seed}",
+                *(f"data.mixture.{d}={w}" for d, w in union_windows(shift).items()),
+                f"hydra.run.dir={out / 'union' / shift / f'seed-{seed}'}",
+                *extra,
+            ]
+            for shift in SHIFTS
+            for seed in SEEDS
+        ]
+    )
 
 
 def ibrahim2024_infinite_train(out: Path, extra: list[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt.errors import UserError
-from cpt.tasks.next_line import domain_of, task_name
+from cpt.tasks.next_line import DOMAIN_PREFIX, domain_of, task_name
 
 
 class EvalInputError(UserError, ValueError):
@@ -57,6 +57,7 @@ def check_tasks(tasks: list[str], manager: Any, domains: list[str] | None = None
         domain = domain_of(name)
         if name not in known and domain is not None and domain not in (domains or []):
             builtin = [task_name(d) for d in domains or []]
+            builtin += [task_name(d, DOMAIN_PREFIX) for d in domains or [] if len(domains) > 1]
             raise EvalInputError(
                 f"tasks: {name!r} is a built-in next-line task of a domain {domain!r} this run "
                 f"does not have; expected one of {builtin}"

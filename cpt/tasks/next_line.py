@@ -1,14 +1,19 @@
 """Built-in lm-eval tasks that need no download: the next line of a held-out document among four.
 
-For every domain of a run, `next_line_<domain>` is made from that domain's *held-out* documents
-(the validation split; never a training window): the context is up to six lines of a document,
-the answer its true next line, and the three distractors are lines of similar length (within 15
-characters where the pool allows) from other held-out documents: one of the same domain and two of
-the run's other domains (three of the same domain when the run has one domain). A model that knows
-a domain's text prefers its true continuation; one that has drifted away from it prefers the other
-domains' lines. lm-eval scores it (`acc`, and `acc_norm`: the log-likelihood per character, which
-is what counts here, since the choices differ in length). Chance is 0.25; docs/evaluation.md has
-what the demo's models score.
+For every domain of a run, two tasks are made from that domain's *held-out* documents (the
+validation split; never a training window). In both the context is up to six lines of a document
+and the answer its true next line; the three distractors are lines of similar length (within 15
+characters where the pool allows):
+- `next_line_<domain>`: from the *same domain's* other held-out documents (from far in the same
+  document when it is the only one). Only knowing how such text goes picks the answer: the measure
+  of a domain's ability, which a continued model can lose and regain (Guo et al.'s gap);
+- `domain_match_<domain>` (runs with more than one domain): from the *other* domains' held-out
+  documents. A model picks the line that looks like the context's domain: domain recognition,
+  which a continued model's new domain prior shifts (below chance on the old domain) without
+  saying what it can still do there.
+lm-eval scores both (`acc`, and `acc_norm`: the log-likelihood per character, which is what counts
+here, since the choices differ in length). Chance is 0.25; docs/evaluation.md has what the demo's
+models score.
 
 The items are a function of the held-out text and `SEED` alone, written once per set of prepared
 datasets under `<data.dir>/tasks/<fingerprint>/` as JSON lines plus one task YAML each.
@@ -27,21 +32,25 @@ from cpt.data.shards import PreparedDomain
 from cpt.data.tokenizer import eod_id
 from cpt.files import write_text_atomic
 
-VERSION = 1
+VERSION = 2  # 2: next_line_ distractors from the same domain; domain_match_ apart
 SEED = 0
 CONTEXT_LINES = 6
 MIN_CHARS = 12  # shorter lines (blank, `else:`, `)`) are too easy to tell apart or to confuse
 NEAR_CHARS = 15
 ITEMS = 1000  # per task; an in-loop evaluation takes the first `limit`
-PREFIX = "next_line_"
+PREFIX, DOMAIN_PREFIX = "next_line_", "domain_match_"
 
 
-def task_name(domain: str) -> str:
-    return f"{PREFIX}{domain}"
+def task_name(domain: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}{domain}"
 
 
 def domain_of(task: str) -> str | None:
-    return task.removeprefix(PREFIX) if task.startswith(PREFIX) else None
+    """The domain a built-in task is made from (None: not a built-in task)."""
+    for prefix in (PREFIX, DOMAIN_PREFIX):
+        if task.startswith(prefix):
+            return task.removeprefix(prefix)
+    return None
 
 
 def held_out_texts(prepared: PreparedDomain, tokenizer: Any) -> list[str]:
@@ -73,16 +82,17 @@ def _near(pool: list[str], length: int, rng: random.Random, k: int, exclude: str
 
 
 def make_items(
-    documents: list[str], others: list[str], size: int = ITEMS, seed: int = SEED
+    documents: list[str], others: list[str] | None = None, size: int = ITEMS, seed: int = SEED
 ) -> list[dict[str, Any]]:
-    """Multiple-choice items from `documents`, with distractors from `others` (another domain)."""
+    """Multiple-choice items from `documents`: distractors from `others` (other domains' held-out
+    documents: domain recognition) when given, else from the same domain's other documents."""
     rng = random.Random(seed)
     positions = []
     for d, text in enumerate(documents):
         lines = text.splitlines()
         positions += [(d, j) for j in range(1, len(lines)) if len(lines[j].strip()) >= MIN_CHARS]
     rng.shuffle(positions)
-    contrast = list(dict.fromkeys(line for text in others for line in _lines(text)))
+    contrast = list(dict.fromkeys(line for text in others or [] for line in _lines(text)))
     own = [_lines(text) for text in documents]
     other_documents: dict[int, list[str]] = {}  # per document: the other documents' distinct lines
     items = []
@@ -96,11 +106,7 @@ def make_items(
         same = other_documents[d] or list(
             dict.fromkeys(line for line in own[d] if line not in lines[max(0, j - 20) : j + 20])
         )
-        if contrast:
-            distractors = _near(same, len(answer), rng, 1, answer)
-            distractors += _near(contrast, len(answer), rng, 2, answer)
-        else:
-            distractors = _near(same, len(answer), rng, 3, answer)
+        distractors = _near(contrast if others else same, len(answer), rng, 3, answer)
         if len(set(distractors + [answer])) < 4:
             continue
         choices = [answer, *distractors]
@@ -123,7 +129,8 @@ def fingerprint(prepared: Mapping[str, PreparedDomain]) -> str:
 
 
 def write_tasks(root: Path, prepared: Mapping[str, PreparedDomain], tokenizer: Any) -> Path:
-    """The folder of `next_line_<domain>` tasks for these prepared datasets (written once).
+    """The folder of the built-in tasks (`next_line_<domain>`, and `domain_match_<domain>` with
+    more than one domain) for these prepared datasets (written once).
 
     Every rank may call it: the files are deterministic and each is renamed into place whole.
     """
@@ -132,24 +139,33 @@ def write_tasks(root: Path, prepared: Mapping[str, PreparedDomain], tokenizer: A
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     texts = {name: held_out_texts(p, tokenizer) for name, p in prepared.items()}
-    for name in prepared:
-        others = [t for other, ts in texts.items() if other != name for t in ts]
-        items = make_items(texts[name], others)
-        data = folder / f"{task_name(name)}.jsonl"
+    for name, task, others in _tasks(prepared):
+        items = make_items(texts[name], [t for o in others for t in texts[o]] or None)
+        data = folder / f"{task}.jsonl"
         write_text_atomic(data, "".join(json.dumps(item) + "\n" for item in items))
-        write_text_atomic(folder / f"{task_name(name)}.yaml", _yaml(task_name(name), data))
+        write_text_atomic(folder / f"{task}.yaml", _yaml(task, data))
     return folder
+
+
+def _tasks(prepared: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(domain, task name, the domains its distractors come from) of every built-in task."""
+    tasks = [(name, task_name(name), []) for name in prepared]
+    if len(prepared) > 1:
+        tasks += [
+            (name, task_name(name, DOMAIN_PREFIX), [o for o in prepared if o != name])
+            for name in prepared
+        ]
+    return tasks
 
 
 def _current(folder: Path, prepared: Mapping[str, PreparedDomain]) -> bool:
     """Every YAML is what `_yaml` writes now: they name their data by absolute path (a moved data
     folder gets them rewritten), and an older version's YAML is replaced."""
-    for name in prepared:
-        path = folder / f"{task_name(name)}.yaml"
-        data = folder / f"{task_name(name)}.jsonl"
+    for _, task, _ in _tasks(prepared):
+        path, data = folder / f"{task}.yaml", folder / f"{task}.jsonl"
         if not (path.is_file() and data.is_file()):
             return False
-        if path.read_text() != _yaml(task_name(name), data):
+        if path.read_text() != _yaml(task, data):
             return False
     return True
 

@@ -20,6 +20,7 @@ from cpt.tasks.index import task_manager  # noqa: E402
 from cpt.tasks.next_line import CONTEXT_LINES, held_out_texts, make_items, write_tasks  # noqa: E402
 
 BUILTIN = ["next_line_downstream", "next_line_upstream"]
+DOMAIN_MATCH = ["domain_match_downstream", "domain_match_upstream"]
 
 
 def _items(folder: Path, task: str) -> list[dict]:
@@ -35,12 +36,14 @@ def _check_item(item: dict, documents: list[str]) -> None:
 
 
 def test_built_in_tasks_come_from_the_held_out_documents(trained, data_dir, tmp_path):
-    """Every item is a line of a validation document after its preceding lines; one distractor
-    is a line of the domain's held-out documents, two are the other domain's."""
+    """Every item is a line of a validation document after its preceding lines; next_line_'s
+    distractors are lines of the same domain's other held-out documents, domain_match_'s of the
+    other domain's."""
     prepared = run_datasets({"ckpt": trained["ckpt"], "data_dir": data_dir})
     assert sorted(prepared) == ["downstream", "upstream"]
     tokenizer = Tokenizer.from_file(str(trained["hf"] / "tokenizer.json"))
     folder = write_tasks(tmp_path / "a", prepared, tokenizer)
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(BUILTIN + DOMAIN_MATCH)
     texts = {name: held_out_texts(p, tokenizer) for name, p in prepared.items()}
     train = {
         name: tokenizer.decode(p.tokens("train").read(0, len(p.tokens("train"))).tolist())
@@ -49,19 +52,28 @@ def test_built_in_tasks_come_from_the_held_out_documents(trained, data_dir, tmp_
     for name, documents in texts.items():
         other = "upstream" if name == "downstream" else "downstream"
         assert not any(doc.strip() in train[name] for doc in documents)  # held out, not trained on
-        items = _items(folder, f"next_line_{name}")
-        assert len(items) > 50
-        for item in items:
-            _check_item(item, documents)
-            distractors = [c for k, c in enumerate(item["choices"]) if k != item["answer"]]
-            own = {line for doc in documents for line in doc.splitlines()}
-            theirs = {line for doc in texts[other] for line in doc.splitlines()}
-            assert sum(c in own for c in distractors) >= 1
-            assert sum(c in theirs for c in distractors) >= 2
-        answers = [item["answer"] for item in items]
-        assert 0.15 < answers.count(0) / len(answers) < 0.35  # the answer's position is shuffled
+        theirs = {line for doc in texts[other] for line in doc.splitlines()}
+        for task, domain_match in ((f"next_line_{name}", False), (f"domain_match_{name}", True)):
+            items = _items(folder, task)
+            assert len(items) > 50
+            for item in items:
+                _check_item(item, documents)
+                distractors = [c for k, c in enumerate(item["choices"]) if k != item["answer"]]
+                others = [
+                    line
+                    for e, doc in enumerate(documents)
+                    if e != item["document"]
+                    for line in doc.splitlines()
+                ]
+                if len(documents) == 1:  # the only held-out document: its far lines
+                    lines, j = documents[0].splitlines(), item["line"]
+                    others = lines[: max(0, j - 20)] + lines[j + 20 :]
+                pool = theirs if domain_match else set(others)
+                assert all(c in pool for c in distractors), (task, distractors)
+            answers = [item["answer"] for item in items]
+            assert 0.15 < answers.count(0) / len(answers) < 0.35  # the answer's place is shuffled
     again = write_tasks(tmp_path / "b", prepared, tokenizer)  # deterministic: the same bytes
-    for task in BUILTIN:
+    for task in BUILTIN + DOMAIN_MATCH:
         assert (again / f"{task}.jsonl").read_bytes() == (folder / f"{task}.jsonl").read_bytes()
     assert again.name == folder.name
     assert write_tasks(tmp_path / "c", {"upstream": prepared["upstream"]}, tokenizer).name != (
