@@ -17,3 +17,18 @@ def union_windows(shift: str) -> dict[str, int]:
         "upstream": UPSTREAM_STEPS * BATCH + replayed,
         "downstream": CPT_STEPS * BATCH - replayed,
     }
+
+
+# Gupta et al.'s twin: the points its claims compare (max LR, warm-up fraction), each run on both
+# shifts with three seeds, and nothing else: the paper's setting (the upstream's max LR, 1 %
+# warm-up), max LR 0.5x and 2x, warm-up 0 and 10 % (beyond Adam's beta2 horizon of about 1/(1 -
+# 0.95) = 20 steps, where 1 % of 300 steps is 3), and the aggressive corner (2x, no warm-up).
+GUPTA_POINTS = {
+    "paper": (2e-3, 0.01),
+    "lr_low": (1e-3, 0.01),
+    "lr_high": (4e-3, 0.01),
+    "warmup_0": (2e-3, 0.0),
+    "warmup_10": (2e-3, 0.1),
+    "aggressive": (4e-3, 0.0),
+}
+GUPTA_KEYS = ["shift", "optim.max_lr", "schedule.warmup", "seed"]

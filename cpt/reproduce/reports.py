@@ -22,7 +22,13 @@ from cpt.analysis.collect import collect  # noqa: E402
 from cpt.analysis.seeds import SEED, by_seed  # noqa: E402
 from cpt.reproduce import claims as c  # noqa: E402
 from cpt.reproduce import verdicts as v  # noqa: E402
-from cpt.reproduce.design import CPT_STEPS, UNION_REPLAY, UPSTREAM_STEPS, union_windows  # noqa: E402
+from cpt.reproduce.design import (  # noqa: E402
+    CPT_STEPS,
+    GUPTA_KEYS,
+    UNION_REPLAY,
+    UPSTREAM_STEPS,
+    union_windows,
+)
 
 DOCS = Path("docs")
 FIGURE_LIMIT = 200_000  # bytes: committed figures stay small
@@ -34,13 +40,15 @@ def ran(folder: Path) -> bool:
     return any(folder.glob("*/summary.json"))
 
 
-def results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Collect a grid: its runs (with the derived columns verdicts use), their seed groups and
-    the curves."""
+def results(
+    folder: Path, swept: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Collect a grid (or a folder of grids, whose keys `swept` names): its runs (with the derived
+    columns verdicts use), their seed groups and the curves."""
     collect(folder)
     runs, curves = plots.load(folder)
     runs = v.derive(runs)
-    swept = runs.attrs.get("swept") or [SEED]
+    swept = swept or runs.attrs.get("swept") or [SEED]
     if SEED not in swept:
         swept = [*swept, SEED]
     runs.attrs["swept"] = swept
@@ -135,7 +143,7 @@ INFINITE = {  # folder: (task, what it is, its overrides)
 
 # ---- the papers ----------------------------------------------------------------------------------
 def gupta2023(out: Path) -> str:
-    runs, table, curves = results(out / "grid")
+    runs, table, curves = results(out / "grid", GUPTA_KEYS)  # grid/<point>/: one grid per point
     sections = [v.grid_table(table, ["shift", "optim.max_lr", "schedule.warmup"])]
     constant = runs.iloc[0:0]  # none yet: its claim is left out
     if ran(out / "constant"):

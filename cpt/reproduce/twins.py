@@ -37,7 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from cpt.reproduce import reports  # noqa: E402
-from cpt.reproduce.design import union_windows  # noqa: E402
+from cpt.reproduce.design import GUPTA_POINTS, union_windows  # noqa: E402
 from cpt.reproduce.reports import INFINITE, SHIFTS, WALL  # noqa: E402
 
 # relative to where it runs, like Hydra's outputs/ and the twins' `init` (conf/scale/cpu.yaml)
@@ -114,7 +114,10 @@ def ensure_upstream() -> None:
 # ---- results ------------------------------------------------------------------------------------
 # ---- the papers ----------------------------------------------------------------------------------
 def gupta2023_train(out: Path, extra: list[str]) -> None:
-    run_grid("gupta2023_rewarm_cpu", out / "grid", extra)
+    """Each point of GUPTA_POINTS as its own grid of shifts and seeds (`grid/<point>/`)."""
+    for name, (lr, warmup) in GUPTA_POINTS.items():
+        point = [f"optim.max_lr={lr}", f"schedule.warmup={warmup}"]
+        run_grid("gupta2023_rewarm_cpu", out / "grid" / name, [*point, *extra])
     run_grid("gupta2023_constant_cpu", out / "constant", extra)
     inits = ",".join(f"ckpt:{revision(step)}" for step in REVISIONS)
     if all(revision(step).is_file() for step in REVISIONS):

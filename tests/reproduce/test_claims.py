@@ -18,6 +18,7 @@ def test_claims_name_each_shift_and_skip_points_the_grid_lacks():
             (4e-3, 0.01, 3.8),
             (2e-3, 0.01, 3.9),
             (2e-3, 0.0, 3.9),
+            (2e-3, 0.1, 3.9),
             (1e-3, 0.01, 4.0),
         ):
             for seed, noise in enumerate((0.0, 0.002, -0.002)):
@@ -31,6 +32,8 @@ def test_claims_name_each_shift_and_skip_points_the_grid_lacks():
                         "schedule.warmup": w,
                         COLUMN: down + offset + noise,
                         "final/val/upstream/loss": 5 - down + noise,
+                        "rise/upstream": 0.1 + 10 * noise,  # the seed's own effect, large
+                        "rise/downstream": 0.05 + 10 * noise,
                     }
                 )
     grid = pd.DataFrame(rows)  # the runs, one per seed: claims pair them
@@ -43,6 +46,16 @@ def test_claims_name_each_shift_and_skip_points_the_grid_lacks():
     assert not any("constant" in c.claim for c in claims)
     table = v.claims_table(claims)
     assert table.count("\n") == len(claims) + 1 and "| weak shift | **reproduces** |" in table
+    corner = [c for c in claims if c.claim.startswith("The aggressive corner")]
+    assert len(corner) == 4 and all("one-sample" in c.numbers for c in corner)
+    # with the constant-LR arm: the paper setting's rise is judged against it, seed by seed
+    constant = grid[(grid["optim.max_lr"] == 2e-3) & (grid["schedule.warmup"] == 0.01)].copy()
+    constant["rise/upstream"] -= 0.03  # every seed rises 0.03 less under a constant LR
+    constant["rise/downstream"] += 0.03  # ... and 0.03 more on the new data
+    with_constant = paper_claims.gupta_claims(grid, constant)
+    rises = [c for c in with_constant if c.claim.startswith("Re-warming to the upstream's max LR")]
+    assert [c.verdict for c in rises] == [v.REPRODUCES, v.FAILS] * 2
+    assert all("paired, 3 seeds" in c.numbers for c in rises)
 
 
 def test_replay_claims_pair_the_arms_and_compare_the_union_by_welch():
@@ -77,3 +90,45 @@ def test_replay_claims_pair_the_arms_and_compare_the_union_by_welch():
     assert [c.where for c in unions] == ["strong shift"] * 2 + ["weak shift"] * 2
     assert all("Welch" in c.numbers for c in unions)
     assert "25% replay" in unions[0].claim and "5% replay" in unions[2].claim
+
+
+def _runs(points: dict[str, dict], shifts=("strong", "weak"), seeds=(1, 2, 3)) -> pd.DataFrame:
+    """Runs at each point (its keys), per shift and seed, with every column a claim reads."""
+    rows = []
+    for name, keys in points.items():
+        for shift in shifts:
+            for seed in seeds:
+                row = {"run": f"{name}/{shift}/{seed}", "status": "finished", "seed": seed}
+                row.update(shift=shift, **keys)
+                for column in (COLUMN, "final/val/upstream/loss", "rise/upstream",
+                               "rise/downstream", "fall/upstream"):  # fmt: skip
+                    row[column] = 4.0 + 0.01 * seed + 0.001 * len(rows)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_every_run_of_the_gupta_and_replay_twins_enters_a_claim():
+    """Leaving out any one point of a twin's design loses a claim: no run is trained for
+    nothing."""
+    from cpt.reproduce.design import GUPTA_POINTS
+
+    points = {
+        name: {"optim.max_lr": lr, "schedule.warmup": w} for name, (lr, w) in GUPTA_POINTS.items()
+    }
+    constant = _runs({"constant": {}})
+    full = len(paper_claims.gupta_claims(_runs(points), constant))
+    for name in points:
+        rest = {n: k for n, k in points.items() if n != name}
+        assert len(paper_claims.gupta_claims(_runs(rest), constant)) < full, name
+    assert len(paper_claims.gupta_claims(_runs(points), constant.iloc[0:0])) < full
+
+    fractions = {f: {"callbacks.replay.fraction": f} for f in (0.0, 0.05, 0.25)}
+    union = _runs({"union": {}})
+    for shift in ("strong", "weak"):
+        full = paper_claims.replay_claims(_runs(fractions, [shift]), union)
+        for f in fractions:
+            rest = {k: x for k, x in fractions.items() if k != f}
+            assert len(paper_claims.replay_claims(_runs(rest, [shift]), union)) < len(full), f
+        assert len(paper_claims.replay_claims(_runs(fractions, [shift]), union.iloc[0:0])) < len(
+            full
+        )
