@@ -41,3 +41,33 @@ def test_the_concept_map_keys_compose(tmp_path):
     for choice in choices:
         prefix = "+" if choice.startswith("mitigation") else ""
         compose_train([prefix + choice, f"output_dir={tmp_path}"])
+
+
+def _train_commands() -> list[tuple[str, list[str]]]:
+    """Every `python -m cpt.train ...` line of a bash block in the README and docs/ (continued
+    lines joined, comments dropped): (where, its overrides)."""
+    import shlex
+
+    found = []
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+            joined = re.sub(r"\\\n\s*", " ", block)
+            for line in joined.splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line.startswith("python -m cpt.train ") and "..." not in line.split("#")[0]:
+                    line = re.sub(r"<[^>]*>", "placeholder", line)  # the reader's to fill in
+                    args = shlex.split(line)[3:]
+                    found.append((f"{doc.name}: {line[:60]}", args))
+    return found
+
+
+@pytest.mark.parametrize(("where", "args"), _train_commands(), ids=lambda x: str(x)[:70])
+def test_every_documented_training_command_composes(where, args, tmp_path):
+    """The README's and the docs' `python -m cpt.train` examples compose as Hydra reads them
+    (a documented `+data.domains.<new>.source=` once could not)."""
+    from cpt.plan import jobs
+
+    if any(a.startswith("hydra.searchpath=") for a in args):
+        pytest.skip("names a user's own config folder")
+    for job in jobs(args):  # a -m grid: each of its runs, as Hydra's basic sweeper expands it
+        compose_train([*job, f"output_dir={tmp_path}"])
