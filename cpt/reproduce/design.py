@@ -32,3 +32,23 @@ GUPTA_POINTS = {
     "aggressive": (4e-3, 0.0),
 }
 GUPTA_KEYS = ["shift", "optim.max_lr", "schedule.warmup", "seed"]
+
+
+# Guo et al.'s general abilities, at small scale: a held-out domain of the old format (prose) about
+# the new domain's content (Python), evaluated with its own same-domain task; the strong shift has
+# one (continued on code: the standard library's documentation), the weak shift does not (its new
+# domain is that documentation itself).
+GUO_PROBE = {"strong": "python-docs"}
+GUO_KEYS = ["shift", "mitigation", "seed"]
+TASKS = ["next_line_downstream", "next_line_upstream"]  # conf/scale/cpu.yaml's
+
+
+def guo_probe(shift: str) -> list[str]:
+    """The overrides that add the shift's probe domain and its task (none without a probe)."""
+    source = GUO_PROBE.get(shift)
+    if source is None:
+        return []
+    return [
+        f"++data.domains={{probe: {{source: {source}, val_tokens: 32768}}}}",
+        f"callbacks.task_eval.tasks=[{','.join([*TASKS, 'next_line_probe'])}]",
+    ]

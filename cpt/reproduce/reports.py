@@ -24,6 +24,7 @@ from cpt.reproduce import claims as c  # noqa: E402
 from cpt.reproduce import verdicts as v  # noqa: E402
 from cpt.reproduce.design import (  # noqa: E402
     CPT_STEPS,
+    GUO_KEYS,
     GUPTA_KEYS,
     UNION_REPLAY,
     UPSTREAM_STEPS,
@@ -256,37 +257,28 @@ def ibrahim2024_infinite(out: Path) -> str:
 
 
 def guo2024(out: Path) -> str:
-    runs, table, curves = results(out / "grid")
-    sections = [v.grid_table(table, ["mitigation"], tasks=True)]
-    tasks = sorted({d for d in curves.loc[curves["metric"] == "task_acc_norm", "domain"]})
-    made = [
-        figure(
-            "stability_gap.png",
-            plots.plot_stability_gap(runs, curves, max_step=300),
-            out,
-            "guo2024",
-        ),
-    ]
-    if tasks:
-        made.append(
-            figure(
-                "stability_gap_tasks.png",
-                plots.plot_curves(
-                    runs,
-                    curves,
-                    "task_acc_norm",
-                    "step",
-                    plots.swept(runs),
-                    tasks,
-                    "{domain}",
-                    "optimizer step",
-                    "accuracy (acc_norm)",
-                    300,
-                ),
-                out,
-                "guo2024",
+    runs, table, curves = results(out / "grid", GUO_KEYS)  # grid/<shift>/{main,quality}/
+    sections = [v.grid_table(table, ["shift", "mitigation"], tasks=True)]
+    made = []
+    for shift in shifts(runs):
+        part, part_curves = by_shift(runs, curves, shift)
+        gap = plots.plot_stability_gap(part, part_curves, max_step=300)
+        made.append(shift_figure(gap, "stability_gap", shift, out, "guo2024"))
+        tasks = sorted(set(part_curves.loc[part_curves["metric"] == "task_acc_norm", "domain"]))
+        if tasks:
+            accuracy = plots.plot_curves(
+                part,
+                part_curves,
+                "task_acc_norm",
+                "step",
+                plots.swept(part),
+                tasks,
+                "{domain}",
+                "optimizer step",
+                "accuracy (acc_norm)",
+                300,
             )
-        )
+            made.append(shift_figure(accuracy, "stability_gap_tasks", shift, out, "guo2024"))
     sections += ["", v.claims_table(c.guo_claims(runs)), "", "Figures: " + ", ".join(made)]
     return write(out, "Guo et al. 2024, small-scale twin", sections)
 

@@ -37,7 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from cpt.reproduce import reports  # noqa: E402
-from cpt.reproduce.design import GUPTA_POINTS, union_windows  # noqa: E402
+from cpt.reproduce.design import GUPTA_POINTS, guo_probe, union_windows  # noqa: E402
 from cpt.reproduce.reports import INFINITE, SHIFTS, WALL  # noqa: E402
 
 # relative to where it runs, like Hydra's outputs/ and the twins' `init` (conf/scale/cpu.yaml)
@@ -182,7 +182,35 @@ def ibrahim2024_infinite_train(out: Path, extra: list[str]) -> None:
 
 
 def guo2024_train(out: Path, extra: list[str]) -> None:
-    run_grid("guo2024_stability_gap_cpu", out / "grid", extra)
+    """Per shift (`grid/<shift>/`): the plain run and two mitigations as one grid, then the
+    quality subset judged by a model of the new domain: the plain run's final checkpoint (seed 1)."""
+    for shift in SHIFTS:
+        common = [f"shift={shift}", *guo_probe(shift), *extra]
+        main = out / "grid" / shift / "main"
+        run_grid("guo2024_stability_gap_cpu", main, ["mitigation=none,subcorpus,mixture", *common])
+        judge = finished_run(main, mitigation="none", seed="1")
+        if judge is None:
+            print(
+                f"reproduce: no finished plain run in {main}: the quality subset waits", flush=True
+            )
+            continue
+        reference = (
+            f"data.domains.downstream.quality.reference=ckpt:{judge / 'checkpoints' / 'last.ckpt'}"
+        )
+        quality = out / "grid" / shift / "quality"
+        run_grid("guo2024_stability_gap_cpu", quality, ["mitigation=quality", reference, *common])
+
+
+def finished_run(sweep: Path, **overrides: str) -> Path | None:
+    """The finished job of a sweep whose overrides include these `key=value`s."""
+    import yaml
+
+    for path in sorted(sweep.glob("*/.hydra/overrides.yaml")):
+        given = set(yaml.safe_load(path.read_text()) or [])
+        job = path.parent.parent
+        if {f"{k}={v}" for k, v in overrides.items()} <= given and (job / "summary.json").is_file():
+            return job
+    return None
 
 
 PAPERS = {  # name: (its runs, its results); `all` trains every paper, then reports each

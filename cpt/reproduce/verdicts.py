@@ -14,7 +14,7 @@ one-sample claim (a rise) by the one-sample interval. A verdict follows from the
 - "A is no worse than B" (lower is better, up to MARGIN): reproduces when the interval of A - B
   lies below MARGIN, does not when it lies above, else not resolved;
 - "A rises" (a one-sample claim: a stability-gap rise): reproduces when A's interval is above
-  MARGIN, does not when it is below, else not resolved.
+  MARGIN, does not when it is below, else not resolved; "A stays below" (`at_most`) the reverse.
 Fewer than two seeds (or two in common, paired) give no interval: "not resolved (one seed)".
 Every claim's numbers name its statistic: `paired, 3 seeds`, `Welch` or `one-sample`.
 """
@@ -54,7 +54,8 @@ class Interval:
 def derive(runs: pd.DataFrame) -> pd.DataFrame:
     """Per run, what claims compare beyond the summary's columns: the stability gap's rise above the
     start (`rise/<d>`), its fall from the peak to the end (`fall/<d>`), a task's drop below its
-    start (`drop/<task>`)."""
+    start (`drop/<task>`, acc_norm), its regain from the lowest point to the end (`regain/<task>`)
+    and what it lost from start to end (`loss/<task>`)."""
     runs = runs.copy()
     for column in list(runs.columns):
         match = re.fullmatch(r"gap/([^/]+)/peak", column)
@@ -65,9 +66,14 @@ def derive(runs: pd.DataFrame) -> pd.DataFrame:
                 runs[f"fall/{d}"] = runs[column] - runs[f"gap/{d}/final"]
         match = re.fullmatch(r"task_gap/([^/]+)/acc_norm/peak", column)
         if match:
-            runs[f"drop/{match.group(1)}"] = (
-                runs[f"task_gap/{match.group(1)}/acc_norm/initial"] - runs[column]
-            )
+            task = match.group(1)
+            runs[f"drop/{task}"] = runs[f"task_gap/{task}/acc_norm/initial"] - runs[column]
+            if f"task_gap/{task}/acc_norm/final" in runs:  # back up from the lowest point
+                runs[f"regain/{task}"] = runs[f"task_gap/{task}/acc_norm/final"] - runs[column]
+                runs[f"loss/{task}"] = (
+                    runs[f"task_gap/{task}/acc_norm/initial"]
+                    - runs[f"task_gap/{task}/acc_norm/final"]
+                )
     return runs
 
 
@@ -171,6 +177,17 @@ def rises(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, st
         return ONE_SEED, numbers
     return (
         REPRODUCES if i.mean - i.half > margin else FAILS if i.mean + i.half < margin else OPEN
+    ), numbers
+
+
+def at_most(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, str]:
+    """Claim: A's `column` (a loss of accuracy, say) stays below `margin`."""
+    i = one_sample(values(a, column))
+    numbers = f"{show(a, column)} (95 % ± {i.half:.3f}, {i.statistic}), margin {margin}"
+    if math.isnan(i.half):
+        return ONE_SEED, numbers
+    return (
+        REPRODUCES if i.mean + i.half < margin else FAILS if i.mean - i.half > margin else OPEN
     ), numbers
 
 

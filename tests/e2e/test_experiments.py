@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cpt.run.build import build
 from cpt.train import run
@@ -195,7 +195,9 @@ def test_twins_run_three_seeds_and_the_gupta_and_ibrahim_grids_both_shifts():
     for name in (n for n in EXPERIMENTS if n.endswith("_cpu")):
         params = compose_experiment(name, "init=ckpt:x", hydra=True).hydra.sweeper.params
         assert len(str(params.seed).split(",")) >= 3, name
-        both = name.startswith(("gupta2023_rewarm", "gupta2023_constant", "ibrahim2024_replay"))
+        both = name.startswith(
+            ("gupta2023_rewarm", "gupta2023_constant", "ibrahim2024_replay", "guo2024")
+        )
         assert (params.get("shift") == "strong,weak") == both, name
     for shift, downstream in (("strong", "python-code"), ("weak", "python-docs")):
         twin = compose_experiment("gupta2023_rewarm_cpu", f"shift={shift}")
@@ -246,6 +248,33 @@ def test_the_guo_twin_measures_the_gap_on_tasks_densely():
     guo = compose_experiment("guo2024_stability_gap_cpu", "init=ckpt:x").callbacks.task_eval
     others = compose_experiment("gupta2023_rewarm_cpu", "init=ckpt:x").callbacks.task_eval
     assert guo.dense and guo.dense[0][1] <= 5 and not others.dense  # the others: start and end
+
+
+def test_every_twin_monitors_the_gap_alike():
+    """One stability-gap monitor setting in every twin (conf/scale/cpu.yaml's)."""
+    keys = ("dense", "every", "batches")
+    monitors = {}
+    for name in (n for n in EXPERIMENTS if n.endswith("_cpu")):
+        monitor = compose_experiment(name, "init=ckpt:x").callbacks.get("stability_gap")
+        if monitor is not None:
+            monitors[name] = json.dumps({k: OmegaConf.to_container(monitor)[k] for k in keys})
+    assert len(monitors) >= 6
+    settings = set(monitors.values())
+    assert len(settings) == 1, monitors
+
+
+def test_the_guo_twin_runs_the_papers_lr_ratio_and_its_probe():
+    from cpt.reproduce.design import guo_probe
+
+    paper = compose_experiment("guo2024_stability_gap")
+    twin = compose_experiment("guo2024_stability_gap_cpu", "init=ckpt:x")
+    upstream = compose_experiment("twin_upstream")
+    assert twin.optim.max_lr / upstream.optim.max_lr == pytest.approx(0.1)
+    assert paper.optim.max_lr / 3e-4 == pytest.approx(0.1)  # OpenLLaMA-3B's pre-training peak
+    probed = compose_experiment("guo2024_stability_gap_cpu", "init=ckpt:x", *guo_probe("strong"))
+    assert probed.data.domains.probe.source == "python-docs"
+    assert "next_line_probe" in probed.callbacks.task_eval.tasks
+    assert guo_probe("weak") == []
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -132,3 +132,37 @@ def test_every_run_of_the_gupta_and_replay_twins_enters_a_claim():
         assert len(paper_claims.replay_claims(_runs(fractions, [shift]), union.iloc[0:0])) < len(
             full
         )
+
+
+def test_guo_claims_are_the_papers_on_same_domain_tasks_per_shift():
+    task_columns = ("drop/next_line_downstream", "regain/next_line_downstream",
+                    "drop/next_line_upstream", "rise/upstream",
+                    "task_gap/next_line_downstream/acc_norm/area",
+                    "final/task/next_line_downstream/acc_norm")  # fmt: skip
+    rows = []
+    for shift in ("strong", "weak"):
+        for mitigation, shrink in (("none", 1.0), ("subcorpus", 0.5), ("quality", 0.9),
+                                   ("mixture", 0.3)):  # fmt: skip
+            for seed in (1, 2, 3):
+                row = {"run": f"{shift}/{mitigation}/{seed}", "status": "finished", "seed": seed,
+                       "shift": shift, "mitigation": mitigation}  # fmt: skip
+                for column in task_columns:
+                    row[column] = 0.1 * shrink + 0.001 * seed
+                row["final/task/next_line_downstream/acc_norm"] = 0.5 - 0.1 * shrink
+                if shift == "strong":  # the general-abilities probe
+                    row["drop/next_line_probe"] = 0.08 + 0.001 * seed
+                    row["loss/next_line_probe"] = 0.001 * seed
+                rows.append(row)
+    runs = pd.DataFrame(rows)
+    claims = paper_claims.guo_claims(runs)
+    by = {(c.where, c.claim.split(" (")[0]): c for c in claims}
+    assert {w for w, _ in by} == {"strong shift", "weak shift"}
+    probe = [c for c in claims if "next_line_probe" in c.claim]
+    assert {c.where for c in probe} == {"strong shift"} and len(probe) == 2
+    assert [c.verdict for c in probe] == [v.REPRODUCES, v.REPRODUCES]  # dips 0.08, ends within
+    sooner = [c for c in claims if c.claim.startswith("A sub-corpus")]
+    assert [c.verdict for c in sooner] == [v.REPRODUCES] * 2 and "paired" in sooner[0].numbers
+    assert all("next_line_downstream" in c.claim for c in claims if "quality" in c.claim)
+    for left_out in ("subcorpus", "quality", "mixture"):  # each mitigation enters a claim
+        rest = paper_claims.guo_claims(runs[runs["mitigation"] != left_out])
+        assert len(rest) < len(claims), left_out
