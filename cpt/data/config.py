@@ -26,6 +26,7 @@ class DomainSpec(SourceSpec):
     val_tokens: int = 32768  # held-out documents, fixed across runs
     # training only (the prepared files do not depend on these):
     max_tokens: int | None = None  # train on a fixed seeded subset of this many tokens (epochs)
+    part: list[int] | None = None  # [k, n]: train on the k-th of n IID parts of the windows
     seen_by: str | None = None  # a checkpoint: replay only the windows that run trained on
     quality: QualityRule = field(default_factory=QualityRule)  # keep: train on the best windows
     steps: PythiaSteps = field(
@@ -41,6 +42,14 @@ class DomainSpec(SourceSpec):
             raise ValueError(f"val_tokens: expected a positive count, got {self.val_tokens}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens: expected a positive count, got {self.max_tokens}")
+        if self.part is not None:
+            part = list(self.part)
+            ints = len(part) == 2 and all(isinstance(x, int) for x in part)
+            if not (ints and part[1] >= 2 and 0 <= part[0] < part[1]):
+                raise ValueError(
+                    f"part: expected [k, n] with n >= 2 and 0 <= k < n (the k-th of n IID parts "
+                    f"of the training windows), got {list(self.part)}"
+                )
         if isinstance(self.steps, dict):
             self.steps = PythiaSteps(**self.steps)
         if self.steps.on:

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from cpt.data.config import DataConfig, DomainSpec
-from cpt.data.mixture import Mixture, MixtureSource, cap_windows
+from cpt.data.mixture import Mixture, MixtureSource, cap_windows, part_windows
 from cpt.data.prepare import check_compatible, dataset_path, prepare_domain
 from cpt.data.shards import PreparedDomain, is_prepared, load_prepared
 from cpt.data.sources import SourceError
@@ -213,6 +213,10 @@ class CPTDataModule(L.LightningDataModule):
             windows = len(self._windows(name, "train"))
             domain = self.domains[name]
             allowed = self.selected.get(name)
+            if domain.part is not None:
+                k, n = domain.part
+                part = part_windows(windows, k, n, self.prepared[name].name)
+                allowed = part if allowed is None else np.intersect1d(allowed, part)
             if domain.max_tokens is not None:
                 pool = windows if allowed is None else len(allowed)
                 cap = cap_windows(pool, max(1, domain.max_tokens // self.seq_len), self.seed, name)
@@ -307,7 +311,9 @@ class CPTDataModule(L.LightningDataModule):
                     "weight": s.weight,
                     "num_windows": s.num_windows,
                     "max_tokens": self.domains[s.name].max_tokens,
-                    "restricted": s.name in self.seen or s.name in self.selected,
+                    "restricted": s.name in self.seen
+                    or s.name in self.selected
+                    or self.domains[s.name].part is not None,
                 }
                 for s in self.mixture.sources
             ],

@@ -58,6 +58,14 @@ def cap_windows(num_windows: int, max_windows: int, seed: int, name: str) -> np.
     return np.sort(rng.choice(num_windows, size=min(max_windows, num_windows), replace=False))
 
 
+def part_windows(num_windows: int, part: int, parts: int, dataset: str) -> np.ndarray:
+    """The windows of the `part`-th of `parts` IID parts of a prepared dataset: one fixed seeded
+    split of its windows, whatever the run's seed, so that runs on parts 0 and 1 train on disjoint
+    halves of the same data (a task sequence cut from one corpus)."""
+    order = np.random.default_rng([_key(dataset), parts, 0x1D]).permutation(num_windows)
+    return np.sort(order[part::parts])
+
+
 def _key(name: str) -> int:
     return zlib.crc32(name.encode())
 

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cpt.data.mixture import Mixture, MixtureSource, cap_windows, largest_remainder
+from cpt.data.mixture import (
+    Mixture,
+    MixtureSource,
+    cap_windows,
+    largest_remainder,
+    part_windows,
+)
 
 
 def mixture(weights=(0.95, 0.05), sizes=(1000, 300), batch=8, seed=0, allowed=None):
@@ -140,3 +146,16 @@ def test_bad_weights_are_rejected(weights):
 def test_largest_remainder_handles_negative_quotas():
     counts = largest_remainder(np.array([8.6, -0.6]), 8)
     assert counts.tolist() == [8, 0]
+
+
+@given(st.integers(0, 3000), st.integers(2, 7), st.text(min_size=1, max_size=12))
+def test_parts_split_the_windows_into_disjoint_even_iid_parts(windows, parts, dataset):
+    split = [part_windows(windows, k, parts, dataset) for k in range(parts)]
+    joined = np.concatenate(split)
+    assert sorted(joined.tolist()) == list(range(windows))  # disjoint and covering
+    assert max(map(len, split)) - min(map(len, split)) <= 1
+    assert all(
+        np.array_equal(a, part_windows(windows, k, parts, dataset)) for k, a in enumerate(split)
+    )
+    if windows >= 200:  # a seeded shuffle, not contiguous blocks: each part spans the corpus
+        assert all(a[0] < windows // 10 and a[-1] > windows - windows // 10 for a in split)

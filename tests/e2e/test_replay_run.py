@@ -105,6 +105,10 @@ def test_replay_restricted_to_windows_an_earlier_run_saw(tiny_run):
             "data.domains.upstream.max_tokens=8",
             "data.domains.upstream.max_tokens: expected at least seq_len",
         ),
+        (
+            "data.domains.upstream.part=[2,2]",
+            r"data.domains.upstream.part: expected \[k, n\] with n >= 2 and 0 <= k < n",
+        ),
     ],
 )
 def test_bad_mixtures(tiny_run, override, message):
@@ -118,6 +122,29 @@ def test_capped_sub_corpus_for_several_epochs(tiny_run):
     )
     summary = run(cfg)  # 3 windows of 32 tokens, 4 per batch: every window seen 4 times
     assert summary["tokens_per_source"] == {"upstream": 12 * 32}
+
+
+def test_two_runs_on_the_two_parts_of_a_corpus_train_on_disjoint_halves(tiny_run):
+    """A task sequence cut from one corpus (Ibrahim et al.'s IID tasks): `part=[0,2]` and
+    `part=[1,2]` draw disjoint windows, together all of them, whatever each run's seed."""
+    from cpt.data.datamodule import CPTDataModule
+    from cpt.run.build import build
+
+    drawn = []
+    for k, seed in ((0, 1), (1, 2)):
+        cfg = tiny_run(
+            "data.train=upstream", f"data.domains.upstream.part=[{k},2]", f"seed={seed}",
+            "trainer.max_steps=40", out=f"part{k}",
+        )  # fmt: skip
+        built = build(cfg)
+        data = CPTDataModule(built.config.data, built.geometry, cfg.seed)
+        data.prepare_data()
+        data.setup()
+        total = data.mixture.sources[0].num_windows
+        steps = total // data.mixture.global_batch + 1  # more draws than a part holds
+        drawn.append(set(data.mixture.seen_windows(0, steps).tolist()))
+    assert drawn[0] and drawn[1] and not drawn[0] & drawn[1]
+    assert drawn[0] | drawn[1] == set(range(total))
 
 
 def test_prepare_command_in_parts(data_dir, tmp_path, capsys):
