@@ -92,19 +92,21 @@ def gupta_claims(grid: pd.DataFrame, constant: pd.DataFrame) -> list[Claim]:
 
 
 def revision_claims(revisions: pd.DataFrame) -> list[Claim]:
-    """`revisions`: runs with an `upstream step` column (the checkpoint each continued from)."""
+    """`revisions`: runs with an `upstream step` column (the checkpoint each continued from);
+    each later checkpoint against the one before it."""
     steps = sorted(s for s in revisions["upstream step"].unique() if s > 0)
-    if len(steps) < 2:
-        return []
-    last = pick(revisions, **{"upstream step": steps[-1]})
-    first = pick(revisions, **{"upstream step": steps[0]})
     claims: list[Claim] = []
-    judge(
-        claims,
-        f"An earlier upstream checkpoint does not help (downstream, step {steps[-1]} vs {steps[0]}: the later one ends lower)",
-        "strong shift",
-        lower(last, first, "final/val/downstream/loss"),
-    )
+    for earlier, later in zip(steps, steps[1:]):
+        judge(
+            claims,
+            f"An earlier upstream checkpoint does not help (downstream, step {later} vs {earlier}: the later one ends lower)",
+            "strong shift",
+            lower(
+                pick(revisions, **{"upstream step": later}),
+                pick(revisions, **{"upstream step": earlier}),
+                "final/val/downstream/loss",
+            ),
+        )
     return claims
 
 

@@ -166,3 +166,15 @@ def test_guo_claims_are_the_papers_on_same_domain_tasks_per_shift():
     for left_out in ("subcorpus", "quality", "mixture"):  # each mitigation enters a claim
         rest = paper_claims.guo_claims(runs[runs["mitigation"] != left_out])
         assert len(rest) < len(claims), left_out
+
+
+def test_each_upstream_revision_is_compared_with_the_one_before_it():
+    rows = [
+        {"run": f"{step}/{seed}", "status": "finished", "seed": seed, "upstream step": step,
+         COLUMN: 4.0 - step / 10000 + 0.001 * seed}
+        for step in (750, 1500, 3000)
+        for seed in (1, 2, 3)
+    ]  # fmt: skip
+    claims = paper_claims.revision_claims(pd.DataFrame(rows))
+    assert ["1500 vs 750" in claims[0].claim, "3000 vs 1500" in claims[1].claim] == [True, True]
+    assert [c.verdict for c in claims] == [v.REPRODUCES, v.REPRODUCES]
