@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # The union baseline is the union of what a sequential run saw (Ibrahim et al.): the upstream
 # model's windows and the continued run's, in their proportion over the same steps. Each shift's
 # union matches the replay arm its claim compares with (the paper: 5 % replay for a weak shift,
@@ -32,6 +34,12 @@ GUPTA_POINTS = {
     "aggressive": (4e-3, 0.0),
 }
 GUPTA_KEYS = ["shift", "optim.max_lr", "schedule.warmup", "seed"]
+
+
+def shared_no_replay(replay_out: Path) -> Path:
+    """Where the replay twin's 0 % arm is: Gupta's paper-setting grid, which is the same
+    configuration to the bit (tests/e2e/test_replay_run.py), so it is trained once."""
+    return replay_out.parent / "gupta2023" / "grid" / "paper"
 
 
 # Guo et al.'s general abilities, at small scale: a held-out domain of the old format (prose) about

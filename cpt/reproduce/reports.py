@@ -28,6 +28,7 @@ from cpt.reproduce.design import (  # noqa: E402
     GUPTA_KEYS,
     UNION_REPLAY,
     UPSTREAM_STEPS,
+    shared_no_replay,
     union_windows,
 )
 
@@ -179,6 +180,16 @@ def gupta2023(out: Path) -> str:
 
 def ibrahim2024_replay(out: Path) -> str:
     runs, table, curves = results(out / "grid")
+    zero = shared_no_replay(out)
+    if ran(zero):  # the 0 % arm: Gupta's paper-setting runs, the same configuration
+        more, _, more_curves = results(zero)
+        more["callbacks.replay.fraction"] = 0.0
+        more["run"], more_curves["run"] = "gupta/" + more["run"], "gupta/" + more_curves["run"]
+        swept = runs.attrs["swept"]
+        runs = pd.concat([more, runs], ignore_index=True)
+        runs.attrs["swept"] = swept
+        curves = pd.concat([more_curves, curves], ignore_index=True)
+        table = by_seed(runs, swept)
     sections = [v.grid_table(table, ["shift", "callbacks.replay.fraction"], replayed=True)]
     union = runs.iloc[0:0]  # none yet: its claims are left out
     if any((out / "union").glob("*/*/summary.json")):

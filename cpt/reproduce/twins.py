@@ -37,7 +37,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 from cpt.reproduce import reports  # noqa: E402
-from cpt.reproduce.design import GUPTA_POINTS, guo_probe, union_windows  # noqa: E402
+from cpt.reproduce.design import (  # noqa: E402
+    GUPTA_POINTS,
+    guo_probe,
+    shared_no_replay,
+    union_windows,
+)
 from cpt.reproduce.reports import INFINITE, SHIFTS, WALL  # noqa: E402
 
 # relative to where it runs, like Hydra's outputs/ and the twins' `init` (conf/scale/cpu.yaml)
@@ -125,8 +130,12 @@ def gupta2023_train(out: Path, extra: list[str]) -> None:
 
 
 def ibrahim2024_replay_train(out: Path, extra: list[str]) -> None:
-    """The replay grid, then per shift and seed the union baseline (`union/<shift>/seed-<n>`)
-    on the windows the sequential run with that shift's replay fraction saw."""
+    """The replay grid (its 0 % arm is Gupta's paper-setting grid, shared), then per shift and
+    seed the union baseline (`union/<shift>/seed-<n>`) on the windows the sequential run with
+    that shift's replay fraction saw."""
+    lr, warmup = GUPTA_POINTS["paper"]  # its 0 % arm is Gupta's paper setting: trained once
+    paper = [f"optim.max_lr={lr}", f"schedule.warmup={warmup}", *extra]
+    run_grid("gupta2023_rewarm_cpu", shared_no_replay(out), paper)
     run_grid("ibrahim2024_replay_cpu", out / "grid", extra)
     side_by_side(
         [

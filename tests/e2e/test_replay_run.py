@@ -45,6 +45,21 @@ def test_replay_logs_each_source_and_counts_tokens_exactly(tiny_run):
     assert tokens[-1] == 4 * 32
 
 
+def test_replay_at_zero_trains_exactly_as_no_replay(tiny_run):
+    """The replay twin's 0 % arm is Gupta's paper-setting arm: the same weights to the bit, so
+    `make reproduce` trains it once (cpt/reproduce/twins.py)."""
+    common = ("data.train=downstream", "trainer.max_steps=3")
+    plain = tiny_run(*common, "callbacks=gap", out="plain")
+    zero = tiny_run(*common, "callbacks=cpt", "callbacks.replay.fraction=0.0", out="zero")
+    run(plain), run(zero)
+
+    def final(cfg):
+        return read_lightning_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.ckpt")
+
+    a, b = final(plain)["state_dict"], final(zero)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_gives_the_identical_continuation(tiny_run):
     straight = tiny_run(
         *REPLAY, "trainer.max_steps=6", "callbacks.checkpoint.every_n_train_steps=3", out="straight"
