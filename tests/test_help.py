@@ -22,16 +22,35 @@ SCRIPTS = sorted(p.name for p in (REPO / "scripts").glob("*.py")) + sorted(
 )
 
 
-def _help(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _commands() -> dict[str, list[str]]:
+    runner = {".py": [sys.executable], ".sh": ["bash"]}
+    commands = {m: [sys.executable, "-m", m] for m in MODULES}
+    commands.update({s: [*runner[Path(s).suffix], str(REPO / "scripts" / s)] for s in SCRIPTS})
+    return commands
+
+
+@pytest.fixture(scope="module")
+def helped(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every command's `--help`, all started at once (each in its own empty folder): the
+    imports of a command are seconds, and the machine's cores share them."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the wrappers' python
-    return subprocess.run(
-        [*command, "--help"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"},
-    )
+    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
+    started = {}
+    for name, command in _commands().items():
+        folder = tmp_path_factory.mktemp("help")
+        process = subprocess.Popen(
+            [*command, "--help"], cwd=folder, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        started[name] = (process, folder, command)
+    done = {}
+    for name, (process, folder, command) in started.items():
+        stdout, stderr = process.communicate(timeout=300)
+        done[name] = (
+            subprocess.CompletedProcess(command, process.returncode, stdout, stderr),
+            folder,
+        )
+    return done
 
 
 def test_every_command_is_found():
@@ -41,17 +60,16 @@ def test_every_command_is_found():
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_module_help_prints_usage(module, tmp_path):
-    done = _help([sys.executable, "-m", module], tmp_path)
+def test_module_help_prints_usage(module, helped):
+    done, folder = helped[module]
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"usage: python -m {module} "), done.stdout[:300]
-    assert list(tmp_path.iterdir()) == []  # nothing written (Hydra's outputs/ included)
+    assert list(folder.iterdir()) == []  # nothing written (Hydra's outputs/ included)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_script_help_prints_usage(script, tmp_path):
-    runner = [sys.executable] if script.endswith(".py") else ["bash"]
-    done = _help([*runner, str(REPO / "scripts" / script)], tmp_path)
+def test_script_help_prints_usage(script, helped):
+    done, folder = helped[script]
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage: " in done.stdout.lower() and len(done.stdout.splitlines()) >= 3, done.stdout
-    assert list(tmp_path.iterdir()) == []
+    assert list(folder.iterdir()) == []
