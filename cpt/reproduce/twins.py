@@ -203,9 +203,8 @@ def guo2024_train(out: Path, extra: list[str]) -> None:
                 f"reproduce: no finished plain run in {main}: the quality subset waits", flush=True
             )
             continue
-        reference = (
-            f"data.domains.downstream.quality.reference=ckpt:{judge / 'checkpoints' / 'last.ckpt'}"
-        )
+        judge_ckpt = judge / "checkpoints" / "last.ckpt"  # a job folder's name holds = and ,
+        reference = f"data.domains.downstream.quality.reference='ckpt:{judge_ckpt}'"
         quality = out / "grid" / shift / "quality"
         run_grid("guo2024_stability_gap_cpu", quality, ["mitigation=quality", reference, *common])
 
