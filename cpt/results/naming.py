@@ -16,6 +16,26 @@ from pathlib import Path
 import yaml
 
 
+def items(override_dirname: str) -> list[str]:
+    """The `key=value` items of Hydra's `override_dirname`, split at the commas between them: not
+    at those inside a quoted value or a list or dict (`reference='ckpt:/runs/0_a=1,b=2/last.ckpt'`)."""
+    found, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(override_dirname):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            found.append(override_dirname[start:i])
+            start = i + 1
+    found.append(override_dirname[start:])
+    return [item for item in found if item]
+
+
 def short_dirname(override_dirname: str, limit: int = 120) -> str:
     """A job folder name from its overrides: last key component only, at most `limit` characters.
 
@@ -23,7 +43,7 @@ def short_dirname(override_dirname: str, limit: int = 120) -> str:
     name is cut and ends with a hash of the whole, so two jobs never share a folder.
     """
     parts = []
-    for item in override_dirname.split(","):
+    for item in items(override_dirname):
         key, sep, value = item.partition("=")
         parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}" if sep else item)
     name = ",".join(parts).replace("/", "-").replace("\\", "")
@@ -52,8 +72,8 @@ def varying(override_dirname: str, swept: frozenset[str] | None) -> str:
     """The items of `override_dirname` whose key the sweep varies (all of them when unknown)."""
     if swept is None:
         return override_dirname
-    items = [i for i in override_dirname.split(",") if i.partition("=")[0].lstrip("+~") in swept]
-    return ",".join(items)
+    kept = [i for i in items(override_dirname) if i.partition("=")[0].lstrip("+~") in swept]
+    return ",".join(kept)
 
 
 def job_name(num: int | str, override_dirname: str, sweep_dir: str) -> str:

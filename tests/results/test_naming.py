@@ -25,3 +25,21 @@ def test_job_names_hold_only_what_the_sweep_varies(sweep):
         job = folder.parent.parent
         assert run.name == job.name and run.group == sweep.name
         assert "data.domains.upstream.max_docs=40" in run.tags and "trainer.max_steps=4" in run.tags
+
+
+def test_a_fixed_value_holding_commas_stays_out_of_the_job_name():
+    """A quoted path with `=` and `,` (a job folder of another sweep) is one item, not three."""
+    from cpt.results.naming import items, varying
+
+    dirname = (
+        "mitigation=quality,reference='ckpt:/runs/0_a=none,seed=1,shift=strong/last.ckpt',seed=2"
+    )
+    assert items(dirname) == [
+        "mitigation=quality",
+        "reference='ckpt:/runs/0_a=none,seed=1,shift=strong/last.ckpt'",
+        "seed=2",
+    ]
+    assert (
+        varying(dirname, frozenset({"seed", "shift", "mitigation"})) == "mitigation=quality,seed=2"
+    )
+    assert items("tasks=[a,b],x={k: 1, j: 2},seed=1") == ["tasks=[a,b]", "x={k: 1, j: 2}", "seed=1"]
