@@ -158,4 +158,4 @@ def test_parts_split_the_windows_into_disjoint_even_iid_parts(windows, parts, da
         np.array_equal(a, part_windows(windows, k, parts, dataset)) for k, a in enumerate(split)
     )
     if windows >= 200:  # a seeded shuffle, not contiguous blocks: each part spans the corpus
-        assert all(a[0] < windows // 10 and a[-1] > windows - windows // 10 for a in split)
+        assert all(a[-1] - a[0] > windows // 2 for a in split)
