@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.slow  # every command's imports: half a minute of the default run
+
 MODULES = sorted(
     ".".join(p.relative_to(REPO).with_suffix("").parts)
     for p in (REPO / "cpt").rglob("*.py")

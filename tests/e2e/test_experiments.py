@@ -62,7 +62,11 @@ def test_a_grid_holds_only_the_points_its_recipe_names():
     assert points == [1, 2]  # the replay share inherited from ibrahim2024_replay is fixed
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize(
+    "name",
+    [n if n.endswith("_cpu") or n in PRETRAINING or n.startswith("demo") else
+     pytest.param(n, marks=pytest.mark.slow) for n in EXPERIMENTS],
+)  # the paper-scale recipes in the slow run: each twin runs its recipe shrunk here  # fmt: skip
 def test_every_experiment_runs_a_few_steps(name, data_dir, tmp_path, upstream_checkpoint):
     cfg = compose_experiment(name, *FAST, f"data.dir={data_dir}", f"output_dir={tmp_path / 'run'}")
     if cfg.callbacks.rewarm.optimizer_state == "load":  # the next task: from a cpt checkpoint

@@ -357,6 +357,7 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, data_dir):
     assert not all(torch.equal(after[1][k], after[2][k]) for k in after[1])
 
 
+@pytest.mark.slow
 def test_skip_finished_leaves_a_finished_run_as_it_is(tmp_path, data_dir):
     """A grid launched again goes on where it stopped: with skip_finished=true a finished folder
     is left untouched and the run returns at once; without it the run is refused."""

@@ -120,7 +120,11 @@ def test_own_configs_prepare_plan_and_train(tmp_path):
     } == {7e-4, 5e-4}
 
 
-@pytest.mark.parametrize("module", ["cpt.train", "cpt.plan", "cpt.data.prepare"])
+@pytest.mark.parametrize(
+    "module",
+    ["cpt.train", pytest.param("cpt.plan", marks=pytest.mark.slow),
+     pytest.param("cpt.data.prepare", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_missing_folder_is_one_line(tmp_path, module):
     out = tmp_path / "out"
     done = _run(module, f"hydra.searchpath=[file://{tmp_path / 'nope'}]",
@@ -134,6 +138,7 @@ def test_missing_folder_is_one_line(tmp_path, module):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_file_named_like_a_built_in_one_is_refused(tmp_path):
     """Hydra reads conf/ first: a user's experiment/demo_cpt.yaml would be ignored silently."""
     (tmp_path / "mine" / "experiment").mkdir(parents=True)
