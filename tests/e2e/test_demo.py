@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cpt.demo import main, table
 from tests.conftest import SMALL_DATA
 
 
+@pytest.mark.slow  # the demo end to end, short: CI's slow run
 def test_demo_smoke(tmp_path, data_dir, capsys):
     summary = main(
         [

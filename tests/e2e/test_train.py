@@ -202,13 +202,16 @@ def test_global_batch_size_sets_accumulation(tiny_run):
     ("overrides", "line"),
     [
         (["optim.max_lrr=1e-3"], "error: Could not override 'optim.max_lrr'."),
-        (["seed=soon"], "error: Error merging override seed=soon"),
-        (
+        pytest.param(
+            ["seed=soon"], "error: Error merging override seed=soon", marks=pytest.mark.slow
+        ),
+        pytest.param(
             ["data.domains.upstream.source=/no/such.jsonl"],
             "error: data.domains.upstream.source: /no/such.jsonl: no such file",
+            marks=pytest.mark.slow,
         ),
     ],
-)
+)  # one command line in the default run; the same path's other inputs in the slow one
 def test_command_line_bad_inputs_exit_2_in_one_line(tmp_path, data_dir, overrides, line):
     result = train_cli(
         "logger=csv", f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", *overrides

@@ -84,6 +84,7 @@ def _run(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow  # three commands end to end: CI's slow run
 def test_own_configs_prepare_plan_and_train(tmp_path):
     conf = _my_conf(tmp_path)
     search = f"hydra.searchpath=[file://{conf}]"
