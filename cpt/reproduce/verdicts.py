@@ -169,26 +169,25 @@ def no_worse(
     return (REPRODUCES if d + ci < margin else FAILS if d - ci > margin else OPEN), numbers
 
 
-def rises(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, str]:
-    """Claim: A's `column` (a rise) is above `margin`."""
+def _beyond(a: pd.DataFrame, column: str, margin: float, above: bool) -> tuple[str, str]:
+    """A one-sample claim: A's `column` lies above `margin` (`above`) or below it."""
     i = one_sample(values(a, column))
     numbers = f"{show(a, column)} (95 % ± {i.half:.3f}, {i.statistic}), margin {margin}"
     if math.isnan(i.half):
         return ONE_SEED, numbers
-    return (
-        REPRODUCES if i.mean - i.half > margin else FAILS if i.mean + i.half < margin else OPEN
-    ), numbers
+    sign = 1 if above else -1  # below the margin is above it, mirrored
+    low, high = sign * i.mean - i.half, sign * i.mean + i.half
+    return (REPRODUCES if low > sign * margin else FAILS if high < sign * margin else OPEN), numbers
+
+
+def rises(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, str]:
+    """Claim: A's `column` (a rise) is above `margin`."""
+    return _beyond(a, column, margin, above=True)
 
 
 def at_most(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, str]:
     """Claim: A's `column` (a loss of accuracy, say) stays below `margin`."""
-    i = one_sample(values(a, column))
-    numbers = f"{show(a, column)} (95 % ± {i.half:.3f}, {i.statistic}), margin {margin}"
-    if math.isnan(i.half):
-        return ONE_SEED, numbers
-    return (
-        REPRODUCES if i.mean + i.half < margin else FAILS if i.mean - i.half > margin else OPEN
-    ), numbers
+    return _beyond(a, column, margin, above=False)
 
 
 def pick(runs: pd.DataFrame, **where: object) -> pd.DataFrame | None:

@@ -137,3 +137,9 @@ def test_pairing_never_widens_the_interval_when_the_seeds_share_their_noise(offs
     pair = v.paired(pd.Series(a), pd.Series(b))
     alone = v.welch(pd.Series(a), pd.Series(b))
     assert pair.half < alone.half
+
+
+def test_at_most_is_a_rise_mirrored():
+    assert v.at_most(point([0.001, 0.002, 0.0015]), COLUMN)[0] == v.REPRODUCES
+    assert v.at_most(point([0.10, 0.11, 0.12]), COLUMN)[0] == v.FAILS
+    assert v.at_most(point([0.0, 0.08, 0.01]), COLUMN)[0] == v.OPEN
