@@ -138,8 +138,14 @@ def _difference(
     return i, numbers + ("" if margin is None else f", margin {margin}")
 
 
-def lower(a: pd.DataFrame, b: pd.DataFrame, column: str, pair: bool = True) -> tuple[str, str]:
+Point = pd.DataFrame | None  # a grid point's runs; None: the grid lacks it, and so its claim
+Verdict = tuple[str, str] | None  # (verdict, numbers); None: a point is missing, no claim
+
+
+def lower(a: Point, b: Point, column: str, pair: bool = True) -> Verdict:
     """Claim: A's `column` is lower than B's."""
+    if a is None or b is None:
+        return None
     i, numbers = _difference(a, b, column, pair)
     if math.isnan(i.half):
         return ONE_SEED, numbers
@@ -147,10 +153,10 @@ def lower(a: pd.DataFrame, b: pd.DataFrame, column: str, pair: bool = True) -> t
     return (REPRODUCES if d + ci < 0 else FAILS if d - ci > 0 else OPEN), numbers
 
 
-def same(
-    a: pd.DataFrame, b: pd.DataFrame, column: str, margin: float = MARGIN, pair: bool = True
-) -> tuple[str, str]:
+def same(a: Point, b: Point, column: str, margin: float = MARGIN, pair: bool = True) -> Verdict:
     """Claim: A's `column` matches B's within `margin`."""
+    if a is None or b is None:
+        return None
     i, numbers = _difference(a, b, column, pair, margin)
     if math.isnan(i.half):
         return ONE_SEED, numbers
@@ -158,10 +164,10 @@ def same(
     return (REPRODUCES if inside else FAILS if outside else OPEN), numbers
 
 
-def no_worse(
-    a: pd.DataFrame, b: pd.DataFrame, column: str, margin: float = MARGIN, pair: bool = True
-) -> tuple[str, str]:
+def no_worse(a: Point, b: Point, column: str, margin: float = MARGIN, pair: bool = True) -> Verdict:
     """Claim: A's `column` (lower is better) is not above B's by more than `margin`."""
+    if a is None or b is None:
+        return None
     i, numbers = _difference(a, b, column, pair, margin)
     if math.isnan(i.half):
         return ONE_SEED, numbers
@@ -169,8 +175,10 @@ def no_worse(
     return (REPRODUCES if d + ci < margin else FAILS if d - ci > margin else OPEN), numbers
 
 
-def _beyond(a: pd.DataFrame, column: str, margin: float, above: bool) -> tuple[str, str]:
+def _beyond(a: Point, column: str, margin: float, above: bool) -> Verdict:
     """A one-sample claim: A's `column` lies above `margin` (`above`) or below it."""
+    if a is None:
+        return None
     i = one_sample(values(a, column))
     numbers = f"{show(a, column)} (95 % ± {i.half:.3f}, {i.statistic}), margin {margin}"
     if math.isnan(i.half):
@@ -180,12 +188,12 @@ def _beyond(a: pd.DataFrame, column: str, margin: float, above: bool) -> tuple[s
     return (REPRODUCES if low > sign * margin else FAILS if high < sign * margin else OPEN), numbers
 
 
-def rises(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, str]:
+def rises(a: Point, column: str, margin: float = MARGIN) -> Verdict:
     """Claim: A's `column` (a rise) is above `margin`."""
     return _beyond(a, column, margin, above=True)
 
 
-def at_most(a: pd.DataFrame, column: str, margin: float = MARGIN) -> tuple[str, str]:
+def at_most(a: Point, column: str, margin: float = MARGIN) -> Verdict:
     """Claim: A's `column` (a loss of accuracy, say) stays below `margin`."""
     return _beyond(a, column, margin, above=False)
 
@@ -208,7 +216,8 @@ def pick(runs: pd.DataFrame, **where: object) -> pd.DataFrame | None:
     return rows if len(rows) else None
 
 
-def judge(claims: list[Claim], claim: str, where: str, result: tuple[str, str] | None) -> None:
+def judge(claims: list[Claim], claim: str, where: str, result: Verdict) -> None:
+    """Add the claim with its verdict; a claim whose grid point is missing is left out."""
     if result is not None:
         claims.append(Claim(claim, where, *result))
 
