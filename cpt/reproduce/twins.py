@@ -211,12 +211,12 @@ def guo2024_train(out: Path, extra: list[str]) -> None:
 
 def finished_run(sweep: Path, **overrides: str) -> Path | None:
     """The finished job of a sweep whose overrides include these `key=value`s."""
-    import yaml
+    from cpt.analysis.collect import find_jobs, parse_overrides
 
-    for path in sorted(sweep.glob("*/.hydra/overrides.yaml")):
-        given = set(yaml.safe_load(path.read_text()) or [])
-        job = path.parent.parent
-        if {f"{k}={v}" for k, v in overrides.items()} <= given and (job / "summary.json").is_file():
+    for job in find_jobs(sweep):
+        given = parse_overrides(job)
+        wanted = all(str(given.get(k)) == str(v) for k, v in overrides.items())
+        if wanted and (job / "summary.json").is_file():
             return job
     return None
 
