@@ -95,18 +95,23 @@ def make_items(
     contrast = list(dict.fromkeys(line for text in others or [] for line in _lines(text)))
     own = [_lines(text) for text in documents]
     other_documents: dict[int, list[str]] = {}  # per document: the other documents' distinct lines
-    items = []
-    for d, j in positions[:size]:
-        lines = documents[d].splitlines()
-        answer = lines[j]
+
+    def same_domain(d: int, j: int, lines: list[str]) -> list[str]:
+        """The other held-out documents' lines; the only document's far lines when alone."""
         if d not in other_documents:
             other_documents[d] = list(
                 dict.fromkeys(line for e, pool in enumerate(own) if e != d for line in pool)
             )
-        same = other_documents[d] or list(
+        return other_documents[d] or list(
             dict.fromkeys(line for line in own[d] if line not in lines[max(0, j - 20) : j + 20])
         )
-        distractors = _near(contrast if others else same, len(answer), rng, 3, answer)
+
+    items = []
+    for d, j in positions[:size]:
+        lines = documents[d].splitlines()
+        answer = lines[j]
+        pool = contrast if others else same_domain(d, j, lines)  # only the pool the task draws
+        distractors = _near(pool, len(answer), rng, 3, answer)
         if len(set(distractors + [answer])) < 4:
             continue
         choices = [answer, *distractors]
