@@ -36,6 +36,12 @@ GUPTA_POINTS = {
 GUPTA_KEYS = ["shift", "optim.max_lr", "schedule.warmup", "seed"]
 
 
+def gupta_point(name: str) -> list[str]:
+    """The overrides of one of GUPTA_POINTS."""
+    lr, warmup = GUPTA_POINTS[name]
+    return [f"optim.max_lr={lr}", f"schedule.warmup={warmup}"]
+
+
 def shared_no_replay(replay_out: Path) -> Path:
     """Where the replay twin's 0 % arm is: Gupta's paper-setting grid, which is the same
     configuration to the bit (tests/e2e/test_replay_run.py), so it is trained once."""

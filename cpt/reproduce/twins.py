@@ -40,6 +40,7 @@ from cpt.reproduce import reports  # noqa: E402
 from cpt.reproduce.design import (  # noqa: E402
     GUPTA_POINTS,
     guo_probe,
+    gupta_point,
     shared_no_replay,
     union_windows,
 )
@@ -120,9 +121,8 @@ def ensure_upstream() -> None:
 # ---- the papers ----------------------------------------------------------------------------------
 def gupta2023_train(out: Path, extra: list[str]) -> None:
     """Each point of GUPTA_POINTS as its own grid of shifts and seeds (`grid/<point>/`)."""
-    for name, (lr, warmup) in GUPTA_POINTS.items():
-        point = [f"optim.max_lr={lr}", f"schedule.warmup={warmup}"]
-        run_grid("gupta2023_rewarm_cpu", out / "grid" / name, [*point, *extra])
+    for name in GUPTA_POINTS:
+        run_grid("gupta2023_rewarm_cpu", out / "grid" / name, [*gupta_point(name), *extra])
     run_grid("gupta2023_constant_cpu", out / "constant", extra)
     inits = ",".join(f"ckpt:{revision(step)}" for step in REVISIONS)
     if all(revision(step).is_file() for step in REVISIONS):
@@ -133,8 +133,7 @@ def ibrahim2024_replay_train(out: Path, extra: list[str]) -> None:
     """The replay grid (its 0 % arm is Gupta's paper-setting grid, shared), then per shift and
     seed the union baseline (`union/<shift>/seed-<n>`) on the windows the sequential run with
     that shift's replay fraction saw."""
-    lr, warmup = GUPTA_POINTS["paper"]  # its 0 % arm is Gupta's paper setting: trained once
-    paper = [f"optim.max_lr={lr}", f"schedule.warmup={warmup}", *extra]
+    paper = [*gupta_point("paper"), *extra]  # its 0 % arm is Gupta's paper setting: trained once
     run_grid("gupta2023_rewarm_cpu", shared_no_replay(out), paper)
     run_grid("ibrahim2024_replay_cpu", out / "grid", extra)
     side_by_side(
