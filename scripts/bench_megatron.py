@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -30,13 +29,7 @@ from cpt.data.prepare import DomainSpec, prepare_domain
 from cpt.data.sources import SourceSpec, documents
 from cpt.data.tokenizer import eod_id, train_bpe
 from cpt.data.windows import TokenWindows
-
-
-def processor() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+from cpt.scale.hardware import processor
 
 
 def read_all(windows: TokenWindows, order: np.ndarray) -> float:

@@ -6,7 +6,6 @@ paper's generated section of docs/REPRODUCTION.md (between `<!-- reproduce:NAME 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -95,8 +94,10 @@ def write(folder: Path, title: str, sections: list[str]) -> str:
     )
     text += f"\n\nIts runs' own wall times add up to {runs / 60:.0f} min"
     if (folder / WALL).is_file():  # the calls that trained it to the end, two runs side by side
-        seconds = json.loads((folder / WALL).read_text())["seconds"]
-        text += f"; the training took {seconds / 60:.0f} min on {os.cpu_count()} cores"
+        wall = json.loads((folder / WALL).read_text())
+        text += f"; the training took {wall['seconds'] / 60:.0f} min"
+        if wall.get("processors"):
+            text += f" on {' and '.join(wall['processors'])}, {', '.join(wall['dates'])}"
     text += ".\n"
     (folder / "results.md").write_text(text)
     print(text, flush=True)
@@ -327,6 +328,15 @@ def embed_figures(text: str, paper: str, folder: Path) -> str:
         return "\n\n".join(shown + ([f"Figures: {', '.join(rest)}"] if rest else []))
 
     return re.sub(r"^Figures: (.+)$", images, text, flags=re.M)
+
+
+def doc_section(path: Path, name: str) -> str | None:
+    """The generated section `name` of a Markdown file as it stands, None without one."""
+    doc = path.read_text() if path.is_file() else ""
+    start, end = f"<!-- reproduce:{name} -->", f"<!-- /reproduce:{name} -->"
+    if start not in doc or end not in doc:
+        return None
+    return doc.split(start, 1)[1].split(end, 1)[0]
 
 
 def update_doc(path: Path, name: str, text: str) -> bool:

@@ -23,6 +23,7 @@ union baseline, the longest runs, last).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -45,6 +46,7 @@ from cpt.reproduce.design import (  # noqa: E402
     union_windows,
 )
 from cpt.reproduce.reports import INFINITE, SHIFTS, WALL  # noqa: E402
+from cpt.scale.hardware import processor  # noqa: E402
 
 # relative to where it runs, like Hydra's outputs/ and the twins' `init` (conf/scale/cpu.yaml)
 UPSTREAM_RUN = Path(os.environ.get("CPT_UPSTREAM", "outputs/twin-upstream"))
@@ -229,13 +231,37 @@ PAPERS = {  # name: (its runs, its results); `all` trains every paper, then repo
 
 
 def timed(folder: Path, work: Callable[[], None]) -> None:
-    """Run `work` and add its wall time to `folder/train_seconds.json` (resumed calls add up)."""
+    """Run `work` and add its wall time to `folder/train_seconds.json` (resumed calls add up),
+    with the processor and the days it ran on: a stated time names its machine."""
     started = time.time()
     work()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / WALL
-    seconds = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
-    path.write_text(json.dumps({"seconds": round(seconds + time.time() - started, 1)}))
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    where = {*before.get("processors", []), processor()}
+    days = {*before.get("dates", []), datetime.date.today().isoformat()}
+    path.write_text(
+        json.dumps(
+            {
+                "seconds": round(before.get("seconds", 0.0) + time.time() - started, 1),
+                "processors": sorted(where),
+                "dates": sorted(days),
+            }
+        )
+    )
+
+
+def reported_results(out: Path, doc: Path) -> dict[str, str]:
+    """Each paper's results for the summary: its `results.md` under `out`, or, for a paper not
+    reproduced there, its section of the doc as it stands (sections are regenerated one paper at
+    a time; the summary keeps every paper's rows)."""
+    texts = {
+        n: (out / n / "results.md").read_text()
+        if (out / n / "results.md").is_file()
+        else reports.doc_section(doc, n)
+        for n in PAPERS
+    }
+    return {n: text for n, text in texts.items() if text}
 
 
 def main() -> None:
@@ -270,11 +296,7 @@ def main() -> None:
         text = reports.embed_figures(text, name, docs / "figures")
         if docs.is_dir() and not reports.update_doc(docs / "REPRODUCTION.md", name, text):
             print(f"reproduce: docs/REPRODUCTION.md has no section {name}: left as it is")
-    reported = {
-        n: (out / n / "results.md").read_text()
-        for n in PAPERS
-        if (out / n / "results.md").is_file()
-    }
+    reported = reported_results(out, docs / "REPRODUCTION.md")
     (out / "summary.md").write_text(reports.summary(reported))
     if docs.is_dir():
         reports.update_doc(docs / "REPRODUCTION.md", "summary", reports.summary(reported))

@@ -1,12 +1,14 @@
 """What the machine must offer a run, checked before anything is written; the accelerators the
-plan and the MFU know.
+plan and the MFU know; the processor a measured figure came from.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +40,28 @@ ACCELERATORS = {
 def accelerator_named(name: str) -> Accelerator | None:
     """The accelerator a name (a plan option, or a CUDA device's name) mentions, if any."""
     return next((a for key, a in ACCELERATORS.items() if key.lower() in name.lower()), None)
+
+
+# The CPU's matrix and vector instructions that decide a step's speed (`/proc/cpuinfo` flags).
+MATRIX_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def processor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's name, its cores and matrix/vector instructions, e.g. `Intel Xeon (2 cores;
+    amx_bf16 amx_tile avx512_bf16 avx512f avx2)`: every measured time or speed names where it
+    ran."""
+    name, flags = platform.processor() or "unknown processor", set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    have = [f for f in MATRIX_FLAGS if f in flags]
+    return (
+        f"{name} ({os.cpu_count()} cores; {' '.join(have) or 'none of ' + '/'.join(MATRIX_FLAGS)})"
+    )
 
 
 def check_hardware(model: ModelOptions, trainer: Any) -> None:

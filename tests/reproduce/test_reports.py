@@ -95,3 +95,37 @@ def test_the_infinite_chain_is_judged_on_each_shift_apart():
     assert anneal == {"strong shift": v.REPRODUCES, "weak shift": v.FAILS}
     carried = [c.verdict for c in claims if c.claim.startswith("Task 2: carrying")]
     assert carried == [v.REPRODUCES, v.REPRODUCES]
+
+
+def test_a_paper_reproduced_alone_keeps_the_other_papers_rows_in_the_summary(tmp_path: Path):
+    from cpt.reproduce.twins import reported_results
+
+    claim = v.Claim("X helps", "weak shift", v.REPRODUCES, "1.0 vs 2.0")
+    doc = tmp_path / "REPRODUCTION.md"
+    doc.write_text(
+        "intro\n<!-- reproduce:guo2024 -->\n### Guo\n\n"
+        + v.claims_table([v.Claim("old Guo claim", "strong shift", v.FAILS, "n")])
+        + "\n<!-- /reproduce:guo2024 -->\n<!-- reproduce:gupta2023 -->\nold\n"
+        "<!-- /reproduce:gupta2023 -->\n"
+    )
+    (tmp_path / "out" / "gupta2023").mkdir(parents=True)
+    (tmp_path / "out" / "gupta2023" / "results.md").write_text(v.claims_table([claim]))
+    texts = reported_results(tmp_path / "out", doc)
+    assert list(texts) == ["gupta2023", "guo2024"]  # no section, no results: left out
+    rows = [r for r in reports.summary(texts).splitlines() if r.startswith("| g")]
+    assert rows == [
+        "| gupta2023 | X helps | weak shift | **reproduces** |",
+        "| guo2024 | old Guo claim | strong shift | **does not reproduce** |",
+    ]
+    assert reports.doc_section(doc, "ibrahim2024_replay") is None
+
+
+def test_a_sections_wall_time_names_the_processor_and_the_days(tmp_path: Path):
+    (tmp_path / reports.WALL).write_text(
+        '{"seconds": 3720.0, "processors": ["AMD EPYC (2 cores; avx2)"], "dates": ["2026-12-06"]}'
+    )
+    text = reports.write(tmp_path, "Twin", ["body"])
+    assert text.rstrip().endswith(
+        "the training took 62 min on AMD EPYC (2 cores; avx2), 2026-12-06."
+    )
+    assert (tmp_path / "results.md").read_text() == text

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cpt.config import ConfigError
+from cpt.scale.hardware import processor
 from cpt.train import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,3 +53,14 @@ def test_an_srun_job_without_tasks_per_node_is_refused(monkeypatch):
         check_launchable({"devices": 2, "accelerator": "cpu"}, on_gpu=False)
     monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
     check_launchable({"devices": 2, "accelerator": "cpu"}, on_gpu=False)  # as srun started them
+
+
+def test_the_processor_line_names_the_model_and_its_matrix_instructions(tmp_path: Path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f amx_tile amx_bf16\n"
+    )
+    line = processor(info)
+    assert line.startswith("Intel Xeon (") and "cores; amx_bf16 amx_tile avx512f avx2)" in line
+    info.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2\n")
+    assert processor(info).endswith("none of amx_bf16/amx_tile/avx512_bf16/avx512f/avx2)")
