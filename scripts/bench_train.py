@@ -29,6 +29,10 @@ use the same optimizer, so the comparison is of the model code (attention, loss 
   linear layer's three, the loss head's per chunk, attention's as batched matmuls): the ceiling
   of `peak_fraction` if nothing but the matmuls took time.
 
+It starts with the processor (its matrix and vector instructions: `amx_bf16`, `avx512_bf16`, ...)
+and, on a CPU, the kernels a matmul runs in each precision (oneDNN's implementation, e.g.
+`brg_matmul:avx512_core_amx`, or ATen's own path), so every figure says what hardware made it.
+
 The last lines, one per case, are machine readable (ours / transformers):
 `case=cpu-fp32 peak_fraction=0.77 hf_peak_fraction=0.61 tokens_per_s_ratio=1.31
 peak_memory_ratio=0.52 tokens_per_s=... [mfu=...]`.
@@ -279,9 +283,12 @@ def run_cases(args: argparse.Namespace) -> None:
     """Every precision x transformers attention; one printed line per side, one case line each."""
     from cpt.callbacks.throughput import model_flops_per_token
     from cpt.models.presets import config_from_name
-    from cpt.scale.hardware import ACCELERATORS
+    from cpt.scale.hardware import ACCELERATORS, cpu_kernels, processor
 
     cuda = args.device == "cuda"
+    print(f"processor: {processor()}", flush=True)  # every figure names its hardware
+    if not cuda:
+        print(f"kernels: {cpu_kernels()}", flush=True)
     peak_tflops = args.peak_tflops or (ACCELERATORS["H100"].peak_bf16_tflops if cuda else None)
     flops = model_flops_per_token(config_from_name(args.model), args.seq)
     tokens = args.batch * args.seq

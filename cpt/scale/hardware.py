@@ -64,6 +64,53 @@ def processor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     )
 
 
+_KERNEL_PROBE = """
+import torch
+a = torch.randn(256, 256)
+for dtype in (torch.float32, torch.bfloat16):
+    print("probe", dtype, flush=True)
+    torch.mm(a.to(dtype), a.to(dtype))
+"""
+
+
+def cpu_kernels() -> str:
+    """Which kernels a CPU matmul runs in fp32 and bf16, e.g. `ATen AVX2; fp32 matmul: MKL;
+    bf16 matmul: oneDNN brg_matmul:avx512_core_amx`: whether the matrix units did the work. Read
+    from oneDNN's own log (`ONEDNN_VERBOSE`) in a fresh process; a matmul oneDNN did not run went
+    to ATen's own BLAS path (MKL for fp32)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _KERNEL_PROBE],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ONEDNN_VERBOSE": "1"},
+        check=True,
+    )
+    ran = onednn_matmuls(done.stdout)
+    capability = torch.backends.cpu.get_cpu_capability()
+    blas = {"fp32": "MKL" if torch.backends.mkl.is_available() else "ATen BLAS", "bf16": "ATen"}
+    kernels = "; ".join(f"{d} matmul: {ran.get(d, blas[d])}" for d in ("fp32", "bf16"))
+    return f"ATen {capability}; {kernels}"
+
+
+def onednn_matmuls(log: str) -> dict[str, str]:
+    """From the probe's output, the oneDNN implementation that ran each precision's matmul
+    (`onednn_verbose,v1,primitive,exec,cpu,<kind>,<implementation>,...` lines)."""
+    ran: dict[str, str] = {}
+    dtype = ""
+    for line in log.splitlines():
+        if line.startswith("probe "):
+            dtype = "fp32" if "float32" in line else "bf16"
+        fields = line.split(",")
+        if line.startswith("onednn_verbose") and "exec" in fields and dtype not in ran:
+            at = fields.index("exec")
+            if fields[at + 2] in ("matmul", "inner_product"):
+                ran[dtype] = f"oneDNN {fields[at + 3]}"
+    return ran
+
+
 def check_hardware(model: ModelOptions, trainer: Any) -> None:
     """What this machine must offer the run; raises ValueError('key: message')."""
     precision = precision_of(trainer.get("precision", "32-true"))

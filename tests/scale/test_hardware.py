@@ -64,3 +64,20 @@ def test_the_processor_line_names_the_model_and_its_matrix_instructions(tmp_path
     assert line.startswith("Intel Xeon (") and "cores; amx_bf16 amx_tile avx512f avx2)" in line
     info.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2\n")
     assert processor(info).endswith("none of amx_bf16/amx_tile/avx512_bf16/avx512f/avx2)")
+
+
+def test_the_kernel_line_says_whether_onednn_ran_each_matmul():
+    from cpt.scale.hardware import cpu_kernels, onednn_matmuls
+
+    log = (
+        "probe torch.float32\n"
+        "probe torch.bfloat16\n"
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with Intel AMX\n"
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16,,16x3,0.01\n"
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_amx,undef,"
+        "src:bf16::blocked:ab::f0 wei:bf16 dst:bf16,,256x256:256x256,0.05\n"
+    )
+    assert onednn_matmuls(log) == {"bf16": "oneDNN brg_matmul:avx512_core_amx"}
+    line = cpu_kernels()  # this machine, probed for real
+    assert line.startswith(f"ATen {torch.backends.cpu.get_cpu_capability()}; fp32 matmul: ")
+    assert "; bf16 matmul: " in line

@@ -90,7 +90,10 @@ def test_the_training_benchmark_runs_end_to_end(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    cases = [line for line in done.stdout.splitlines() if line.startswith("case=")]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("processor: ") and "cores; " in lines[0]  # where it ran
+    assert lines[1].startswith("kernels: ATen ") and "bf16 matmul: " in lines[1]
+    cases = [line for line in lines if line.startswith("case=")]
     assert [line.split()[0] for line in cases] == ["case=cpu-fp32", "case=cpu-bf16"]
     for line in cases:
         fields = dict(item.split("=") for item in line.split())
