@@ -103,6 +103,7 @@ class Side:
                 model.gradient_checkpointing_enable()
             # labels are shifted inside: the same targets per window as ours
             self.loss_of = lambda ids: model(input_ids=ids[:, :-1], labels=ids[:, 1:]).loss
+        self.model = model
         bf16_weights = torch.bfloat16 if args.precision == "bf16-true" else None
         model.to(device=self.device, dtype=bf16_weights).train()
         if args.compile and side == "ours":

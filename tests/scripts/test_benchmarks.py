@@ -98,3 +98,37 @@ def test_the_training_benchmark_runs_end_to_end(tmp_path):
     for line in cases:
         fields = dict(item.split("=") for item in line.split())
         assert float(fields["tokens_per_s"]) > 0 and 0 < float(fields["peak_fraction"]) < 2
+
+
+@pytest.mark.slow
+def test_the_step_profile_splits_a_step_by_phase_module_and_operator(tmp_path):
+    """`profile_step.py` prints, per precision, phases that add up to the step, forward time by
+    module class, and the operators by self time with the matmul among them."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "profile_step.py"), "--model", "pythia-14m",
+         "--seq", "32", "--batch", "1", "--steps", "2", "--top", "8"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.startswith("processor: ")
+    for precision in ("fp32", "bf16"):
+        section = out.split(f"## ours, {precision},")[1].split("## ")[0]
+        step = float(re.search(r"([\d.]+) ms a step\n", section).group(1))
+        phases = re.search(r"by phase:\n(.*?)\n\n", section, re.S).group(1)
+        shares = {
+            row.split("|")[1].strip(): float(row.split("|")[2]) for row in phases.splitlines()[2:]
+        }
+        assert set(shares) == {"forward", "backward", "optimizer"}
+        assert abs(sum(shares.values()) - step) < 0.2
+        modules = section.split("by module (forward, inclusive):")[1].split("by operator")[0]
+        assert "| Attention |" in modules and "| MLP |" in modules
+        operators = section.split("by operator (self time):")[1]
+        assert len([r for r in operators.splitlines() if r.startswith("| aten::")]) >= 5
+        assert re.search(r"\| aten::(mm|addmm|bmm|matmul) \|", operators)
