@@ -102,7 +102,7 @@ def test_the_training_benchmark_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_the_step_profile_splits_a_step_by_phase_module_and_operator(tmp_path):
-    """`profile_step.py` prints, per precision, phases that add up to the step, forward time by
+    """`bench_profile.py` prints, per precision, phases that add up to the step, forward time by
     module class, and the operators by self time with the matmul among them."""
     import re
     import subprocess
@@ -111,7 +111,7 @@ def test_the_step_profile_splits_a_step_by_phase_module_and_operator(tmp_path):
     from tests.helpers import REPO
 
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "profile_step.py"), "--model", "pythia-14m",
+        [sys.executable, str(REPO / "scripts" / "bench_profile.py"), "--model", "pythia-14m",
          "--seq", "32", "--batch", "1", "--steps", "2", "--top", "8"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

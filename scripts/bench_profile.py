@@ -1,8 +1,8 @@
 """Where a training step's time goes: the PyTorch profiler over a few steps of cpt's model (or of
 `transformers`' for comparison), the same step `scripts/bench_train.py` times.
 
-    python scripts/profile_step.py                         # fp32 and bf16, cpt's model
-    python scripts/profile_step.py --side hf --precisions bf16 --top 20
+    python scripts/bench_profile.py                         # fp32 and bf16, cpt's model
+    python scripts/bench_profile.py --side hf --precisions bf16 --top 20
 
 Per precision it prints the processor and kernels lines, then three tables per step (milliseconds,
 averaged over `--steps` profiled steps after `--warmup` untimed ones):
@@ -19,13 +19,20 @@ softmax, norms, GELU, casts and the optimizer's elementwise work hold more of th
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import Side  # noqa: E402  (the benchmark's model and step)
+def _bench_train() -> Any:
+    """`scripts/bench_train.py` as a module: the benchmark's model and step, profiled here."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_train", Path(__file__).with_name("bench_train.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 CONTAINERS = {"ModuleList", "Sequential", "ModuleDict"}
 
@@ -56,7 +63,9 @@ def profile(args: argparse.Namespace, precision: str) -> dict[str, list[tuple[st
     from torch.profiler import ProfilerActivity, record_function
 
     args.precision = precision
-    side = Side(args, args.side, args.attention if args.side == "ours" else args.hf_attention)
+    side = _bench_train().Side(
+        args, args.side, args.attention if args.side == "ours" else args.hf_attention
+    )
     module_ranges(side.model)
     for _ in range(args.warmup):
         side.step()
