@@ -299,3 +299,21 @@ def test_the_infinite_chain_runs_the_schedules_it_names():
         extra = ["init=random"] if task == 2 else []
         cfg = compose_experiment(experiment, *overrides, *extra)
         assert cfg.schedule.name == expected[variant.split("_")[1]], variant
+
+
+def test_the_twins_upstream_keeps_every_revision_the_revisions_grid_starts_from():
+    """keep_last (2 by default) once deleted the upstream's 750- and 1500-step checkpoints, and the
+    Gupta twin's revisions grid was skipped: every step it starts from must survive retention."""
+    import re
+
+    from hydra.utils import instantiate
+
+    from cpt.reproduce.twins import REVISIONS
+
+    upstream = compose_experiment("twin_upstream")
+    keeper = instantiate(upstream.callbacks.checkpoint, dirpath="unused")
+    every, last = upstream.callbacks.checkpoint.every_n_train_steps, upstream.trainer.max_steps
+    saved = list(range(every, last + 1, every))
+    grid = compose_experiment("gupta2023_revisions_cpu", hydra=True)
+    starts = {int(s) for s in re.findall(r"step(\d+)\.ckpt", grid.hydra.sweeper.params.init)}
+    assert starts == set(REVISIONS) and starts <= keeper.kept(saved)
