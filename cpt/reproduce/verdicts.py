@@ -149,8 +149,9 @@ def lower(a: Point, b: Point, column: str, pair: bool = True) -> Verdict:
     i, numbers = _difference(a, b, column, pair)
     if math.isnan(i.half):
         return ONE_SEED, numbers
-    d, ci = i.mean, i.half
-    return (REPRODUCES if d + ci < 0 else FAILS if d - ci > 0 else OPEN), numbers
+    d, ci = i.mean, i.half  # an interval of exactly [0, 0] (the arms equal seed by seed, as a
+    # rise clipped at zero in both) excludes "lower" as surely as one above zero
+    return (REPRODUCES if d + ci < 0 else FAILS if d - ci >= 0 else OPEN), numbers
 
 
 def same(a: Point, b: Point, column: str, margin: float = MARGIN, pair: bool = True) -> Verdict:
