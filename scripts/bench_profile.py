@@ -19,11 +19,13 @@ softmax, norms, GELU, casts and the optimizer's elementwise work hold more of th
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Any
 
 
+@functools.cache
 def _bench_train() -> Any:
     """`scripts/bench_train.py` as a module: the benchmark's model and step, profiled here."""
     spec = importlib.util.spec_from_file_location(
@@ -108,20 +110,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", default="ours", choices=["ours", "hf"])
-    parser.add_argument(
-        "--precisions", default="fp32,bf16", help="fp32, bf16 (autocast), bf16-true"
-    )
-    parser.add_argument("--model", default="pythia-70m", help="a cpt GPT-NeoX preset")
-    parser.add_argument("--seq", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--top", type=int, default=15, help="operators listed")
-    parser.add_argument("--attention", default="sdpa", help="ours: sdpa | flash | eager")
-    parser.add_argument("--hf-attention", default="sdpa")
-    parser.add_argument("--loss", default="chunked", help="ours: chunked | plain")
-    parser.add_argument("--compile", action="store_true", help="torch.compile per block (ours)")
-    parser.add_argument("--activation-checkpointing", action="store_true")
+    _bench_train().step_options(parser)
     args = parser.parse_args()
     args.device = "cpu"
     print(f"processor: {processor()}")

@@ -369,21 +369,14 @@ def run_cases(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", choices=["speed", "memory", "peak"], help=argparse.SUPPRESS)
-    parser.add_argument("--side", default="both", help=argparse.SUPPRESS)
-    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
-    parser.add_argument("--device", default="cpu")
+def step_options(parser: argparse.ArgumentParser) -> None:
+    """The step's shape, precisions and model options (`Side`), as bench_profile.py takes them."""
     parser.add_argument("--model", default="pythia-70m", help="a cpt GPT-NeoX preset")
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument(
         "--precisions", default="fp32,bf16", help="fp32, bf16 (autocast), bf16-true"
     )
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per side (alternating)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side first")
-    parser.add_argument("--repeats", type=int, default=1, help="memory processes per side")
     parser.add_argument("--attention", default="sdpa", help="ours: sdpa | flash | eager")
     parser.add_argument(
         "--hf-attention", default="sdpa", help="sdpa, flash_attention_2 (comma list)"
@@ -391,6 +384,18 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile per block (ours)")
     parser.add_argument("--activation-checkpointing", action="store_true", help="both sides")
     parser.add_argument("--loss", default="chunked", help="ours: chunked | plain")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=["speed", "memory", "peak"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", default="both", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu")
+    step_options(parser)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per side (alternating)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side first")
+    parser.add_argument("--repeats", type=int, default=1, help="memory processes per side")
     parser.add_argument("--peak-tflops", type=float, default=None, help="for MFU; 989 on H100/H200")
     parser.add_argument(
         "--peak-size", type=int, default=2048, help="the matmul that measures the limit"

@@ -330,10 +330,15 @@ def embed_figures(text: str, paper: str, folder: Path) -> str:
     return re.sub(r"^Figures: (.+)$", images, text, flags=re.M)
 
 
+def _marks(name: str) -> tuple[str, str]:
+    """The comments around a generated section of the docs."""
+    return f"<!-- reproduce:{name} -->", f"<!-- /reproduce:{name} -->"
+
+
 def doc_section(path: Path, name: str) -> str | None:
     """The generated section `name` of a Markdown file as it stands, None without one."""
     doc = path.read_text() if path.is_file() else ""
-    start, end = f"<!-- reproduce:{name} -->", f"<!-- /reproduce:{name} -->"
+    start, end = _marks(name)
     if start not in doc or end not in doc:
         return None
     return doc.split(start, 1)[1].split(end, 1)[0]
@@ -343,12 +348,10 @@ def update_doc(path: Path, name: str, text: str) -> bool:
     """Replace the generated section `name` of a Markdown file (between `<!-- reproduce:NAME -->`
     and `<!-- /reproduce:NAME -->`) with `text`, its headings two levels down (under the doc's section); False when the file
     has no such section."""
-    if not path.is_file():
+    if doc_section(path, name) is None:  # no file, or no such section: left as it is
         return False
     doc = path.read_text()
-    start, end = f"<!-- reproduce:{name} -->", f"<!-- /reproduce:{name} -->"
-    if start not in doc or end not in doc:
-        return False
+    start, end = _marks(name)
     body = re.sub(r"^(#+) ", r"##\1 ", text.strip(), flags=re.M)
     before, rest = doc.split(start, 1)
     after = rest.split(end, 1)[1]
